@@ -1,0 +1,541 @@
+"""Lossless single-producer/single-consumer ring of fixed-size records in POSIX shared memory.
+
+Layout (one segment, ``/dev/shm/<pipeline>.<ring>``, mode 0600)::
+
+    bytes   0- 63  line 0: magic, layout version, dtype hash, capacity, record size (read-only after create)
+    bytes  64-127  line 1: producer cursor, producer waits, doorbell rings       (written by the producer only)
+    bytes 128-191  line 2: consumer cursor, consumer waits                        (written by the consumer only)
+    bytes 192-255  line 3: doorbell word (consumer asleep = 1)                    (set by consumer, cleared by either)
+    bytes 256-     capacity slots of ``record size`` bytes, capacity a power of two
+
+Cursors are monotonically increasing 64-bit counts: the producer cursor is the number of records published, the
+consumer cursor the number released. Slot of sequence number s = s & (capacity - 1).
+
+Ordering argument
+-----------------
+Producer, for record s: (1) wait until ``s - consumer < capacity`` (atomic load of the consumer cursor, then an
+acquire fence, so the consumer's reads of that slot happened before we overwrite it); (2) write the slot's
+words with plain stores; (3) release fence; (4) atomic store of producer cursor = s + 1.
+Consumer, for record s: (1) atomic load of the producer cursor; if it is > s, (2) acquire fence; (3) read the
+slot; (4) release fence; (5) atomic store of consumer cursor = s + 1.
+
+The release fence (3) followed by the atomic store (4) synchronizes-with the consumer's atomic load (1) followed
+by its acquire fence (2) when the load reads the stored value (C++11 / LLVM fence-fence synchronization), so every
+slot write (2) happens-before every slot read (3): the consumer never sees a torn or stale record. The same
+pattern in the other direction (consumer 4-5, producer 1) guarantees a slot is not overwritten while it is read.
+The cursors must be *atomic* loads and stores: LLVM orders fences only against atomics, and a plain load of the
+cursor could be hoisted out of a spin loop. On x86-64 the fences compile to nothing (TSO) and the atomics to plain
+movs, so the hot path costs no extra instructions; on AArch64 they become ``dmb`` barriers. The intrinsics are in
+``pipeline.atomics``; ``tests/test_ring_stress.py`` runs producer and consumer as two processes on different CPUs
+over 10 million records checking every sequence number and a per-record checksum.
+
+Doorbell (``block`` wait): the consumer stores 1 in the doorbell word, issues a seq_cst fence, re-checks the
+producer cursor, and only if still empty sleeps in ``futex(FUTEX_WAIT, expected=1)``. The producer, after each
+publish, issues a seq_cst fence and loads the doorbell word; only when it is 1 does it clear it and call
+``futex(FUTEX_WAKE)``. Both sides store-then-load across a seq_cst fence (Dekker), so at least one sees the
+other's store: no lost wake-up, and a busy pipeline pays no syscall. A futex timeout bounds any residual risk.
+
+History: slots behind the consumer cursor keep their records until the producer laps them; ``history(k)`` reads
+the last k released records, validating after the copy that the producer has not overwritten them meanwhile.
+"""
+
+from __future__ import annotations
+
+import ctypes
+import mmap
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+import numba
+import numpy as np
+
+from pipeline.atomics import atomic_load, atomic_store, fence_acquire, fence_release, fence_seq_cst
+from pipeline.records import dtype_hash
+
+if sys.byteorder != "little":  # the doorbell futex is the low half of a 64-bit header word
+    raise ImportError("lowlat rings need a little-endian host")
+
+SHM_DIR = Path("/dev/shm")
+MAGIC = 0x4C4F574C41545247  # "LOWLATRG"
+VERSION = 1
+HEADER_BYTES = 256
+
+# header word indices (uint64 words)
+W_MAGIC, W_VERSION, W_HASH, W_CAPACITY, W_RECSIZE = 0, 1, 2, 3, 4
+W_PROD, W_PROD_WAITS, W_RINGS = 8, 9, 10
+W_CONS, W_CONS_WAITS = 16, 17
+W_DOORBELL = 24
+
+WAIT_STRATEGIES = ("spin", "yield", "block")
+
+PUSH_FULL, PUSH_OK, PUSH_WAKE = 0, 1, 2
+
+
+class RingError(RuntimeError):
+    """A ring could not be created or attached (missing, wrong layout, wrong dtype)."""
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Hot path, compiled. ``hdr`` is the header as uint64 words, ``data`` the slots as a (capacity, words) uint64 view.
+# Hand-written because no library offers a lossless cross-process SPSC ring callable from numba.
+# ----------------------------------------------------------------------------------------------------------------
+
+_JIT = dict(nogil=True, cache=True, inline="always")
+
+
+@numba.njit(**_JIT)
+def free_slots(hdr, cap):
+    """Slots the producer may write now (acquire on the consumer cursor)."""
+    cons = atomic_load(hdr, W_CONS)
+    fence_acquire()
+    return cap - (hdr[W_PROD] - cons)
+
+
+@numba.njit(**_JIT)
+def ready(hdr):
+    """Records the consumer may read now (acquire on the producer cursor)."""
+    prod = atomic_load(hdr, W_PROD)
+    fence_acquire()
+    return prod - hdr[W_CONS]
+
+
+@numba.njit(**_JIT)
+def claim(hdr, cap):
+    """Slot index for the next record, or -1 when the ring is full. Write it, then ``publish``."""
+    if free_slots(hdr, cap) <= 0:
+        return -1
+    return np.int64(hdr[W_PROD] & np.uint64(cap - 1))
+
+
+@numba.njit(**_JIT)
+def publish(hdr, data, n):
+    """Make the ``n`` claimed records visible: stamp their seq, release, advance the producer cursor.
+
+    Returns PUSH_WAKE when the consumer sleeps on the doorbell (the caller rings it), else PUSH_OK."""
+    prod = hdr[W_PROD]
+    mask = np.uint64(data.shape[0] - 1)
+    for i in range(n):
+        data[(prod + np.uint64(i)) & mask, 0] = prod + np.uint64(i)
+    fence_release()
+    atomic_store(hdr, W_PROD, prod + np.uint64(n))
+    fence_seq_cst()
+    if atomic_load(hdr, W_DOORBELL) != 0:
+        atomic_store(hdr, W_DOORBELL, np.uint64(0))
+        hdr[W_RINGS] += np.uint64(1)
+        return PUSH_WAKE
+    return PUSH_OK
+
+
+@numba.njit(**_JIT)
+def peek(hdr, cap):
+    """Slot index of the next unread record, or -1 when empty. Read it, then ``release``."""
+    if ready(hdr) <= 0:
+        return -1
+    return np.int64(hdr[W_CONS] & np.uint64(cap - 1))
+
+
+@numba.njit(**_JIT)
+def release(hdr, n):
+    """Hand ``n`` read slots back to the producer."""
+    fence_release()
+    atomic_store(hdr, W_CONS, hdr[W_CONS] + np.uint64(n))
+
+
+@numba.njit(nogil=True, cache=True)
+def push(hdr, data, rec):
+    """Copy one record (uint64 words) into the ring. PUSH_FULL, PUSH_OK or PUSH_WAKE."""
+    i = claim(hdr, data.shape[0])
+    if i < 0:
+        return PUSH_FULL
+    for w in range(1, data.shape[1]):
+        data[i, w] = rec[w]
+    return publish(hdr, data, 1)
+
+
+@numba.njit(nogil=True, cache=True)
+def pop(hdr, data, out):
+    """Copy the next record into ``out`` and release it. 1 when a record was read, 0 when empty."""
+    i = peek(hdr, data.shape[0])
+    if i < 0:
+        return 0
+    for w in range(data.shape[1]):
+        out[w] = data[i, w]
+    release(hdr, 1)
+    return 1
+
+
+@numba.njit(nogil=True, cache=True)
+def pop_spin(hdr, data, out, spins):
+    """``pop``, busy-polling the producer cursor up to ``spins`` times. 1 when a record was read, 0 if none."""
+    for _ in range(spins):
+        if pop(hdr, data, out):
+            return 1
+    return 0
+
+
+@numba.njit(nogil=True, cache=True)
+def push_batch(hdr, data, recs):
+    """Copy as many of ``recs`` (n, words) as fit; publish them at once. Returns how many, negated if the
+    consumer must be woken."""
+    cap = data.shape[0]
+    n = min(recs.shape[0], free_slots(hdr, cap))
+    if n <= 0:
+        return 0
+    mask = np.uint64(cap - 1)
+    prod = hdr[W_PROD]
+    for k in range(n):
+        i = (prod + np.uint64(k)) & mask
+        for w in range(1, data.shape[1]):
+            data[i, w] = recs[k, w]
+    if publish(hdr, data, n) == PUSH_WAKE:
+        return -n
+    return n
+
+
+@numba.njit(nogil=True, cache=True)
+def pop_batch(hdr, data, out):
+    """Copy up to ``out.shape[0]`` records into ``out`` and release them. Returns how many."""
+    cap = data.shape[0]
+    n = min(out.shape[0], ready(hdr))
+    if n <= 0:
+        return 0
+    mask = np.uint64(cap - 1)
+    cons = hdr[W_CONS]
+    for k in range(n):
+        i = (cons + np.uint64(k)) & mask
+        for w in range(data.shape[1]):
+            out[k, w] = data[i, w]
+    release(hdr, n)
+    return n
+
+
+@numba.njit(nogil=True, cache=True)
+def read_range(hdr, data, start, out):
+    """Copy the records with seq in [start, start + len(out)) into ``out`` and return how many leading ones are
+    valid: a record is kept only if the producer provably has not begun overwriting its slot by the end of the
+    copy (seq > producer - capacity, checked after the copy, and its stamped seq matches)."""
+    cap = data.shape[0]
+    mask = np.uint64(cap - 1)
+    n = out.shape[0]
+    for k in range(n):
+        i = (np.uint64(start) + np.uint64(k)) & mask
+        for w in range(data.shape[1]):
+            out[k, w] = data[i, w]
+    fence_acquire()
+    prod = atomic_load(hdr, W_PROD)
+    fence_acquire()
+    first_safe = 0
+    if prod > np.uint64(cap):
+        first_safe = np.int64(prod - np.uint64(cap)) + 1
+    valid = 0
+    for k in range(n):
+        s = start + k
+        if s < first_safe or out[k, 0] != np.uint64(s):
+            valid = 0  # a gap invalidates everything before it: history must be contiguous
+            continue
+        valid += 1
+    return valid
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Doorbell: Linux futex on the header's doorbell word (shared, so not FUTEX_PRIVATE).
+# ----------------------------------------------------------------------------------------------------------------
+
+_SYS_FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine())
+_FUTEX_WAIT, _FUTEX_WAKE = 0, 1
+_libc = ctypes.CDLL(None, use_errno=True)
+_syscall = _libc.syscall
+_syscall.restype = ctypes.c_long
+
+
+class _Timespec(ctypes.Structure):
+    _fields_ = [("tv_sec", ctypes.c_long), ("tv_nsec", ctypes.c_long)]
+
+
+def futex_wait(addr: int, expected: int, timeout_s: float) -> None:
+    """Sleep while the 32-bit word at ``addr`` equals ``expected`` (or until woken / timed out)."""
+    ts = _Timespec(int(timeout_s), int((timeout_s % 1) * 1e9))
+    _syscall(ctypes.c_long(_SYS_FUTEX), ctypes.c_void_p(addr), ctypes.c_int(_FUTEX_WAIT),
+             ctypes.c_int(expected), ctypes.byref(ts), ctypes.c_void_p(0), ctypes.c_int(0))
+
+
+def futex_wake(addr: int) -> None:
+    """Wake every sleeper on the 32-bit word at ``addr``."""
+    _syscall(ctypes.c_long(_SYS_FUTEX), ctypes.c_void_p(addr), ctypes.c_int(_FUTEX_WAKE),
+             ctypes.c_int(2**31 - 1), ctypes.c_void_p(0), ctypes.c_void_p(0), ctypes.c_int(0))
+
+
+@numba.njit(nogil=True, cache=True)
+def _arm_doorbell(hdr):
+    """Mark the consumer asleep; return 1 if a record arrived meanwhile (do not sleep)."""
+    atomic_store(hdr, W_DOORBELL, np.uint64(1))
+    fence_seq_cst()
+    if atomic_load(hdr, W_PROD) > hdr[W_CONS]:
+        atomic_store(hdr, W_DOORBELL, np.uint64(0))
+        return 1
+    return 0
+
+
+# ----------------------------------------------------------------------------------------------------------------
+# Python API
+# ----------------------------------------------------------------------------------------------------------------
+
+
+def segment_path(name: str) -> Path:
+    """Where the segment named ``name`` lives."""
+    return SHM_DIR / name
+
+
+def _check_capacity(capacity: int) -> None:
+    if capacity < 2 or capacity & (capacity - 1):
+        raise RingError(f"ring capacity must be a power of two >= 2, got {capacity}")
+
+
+class Ring:
+    """One end of a ring (either end: the role is how you use it). Create with ``Ring.create`` or attach."""
+
+    def __init__(self, name: str, dtype: np.dtype, mm: mmap.mmap) -> None:
+        self.name = name
+        self.dtype = np.dtype(dtype)
+        self._mm = mm
+        self.hdr = np.frombuffer(mm, dtype=np.uint64, count=HEADER_BYTES // 8)
+        self.capacity = int(self.hdr[W_CAPACITY])
+        words = self.dtype.itemsize // 8
+        self.data = np.frombuffer(mm, dtype=np.uint64, offset=HEADER_BYTES, count=self.capacity * words).reshape(
+            self.capacity, words
+        )
+        self.slots = self.data.view(self.dtype).reshape(self.capacity)
+        self._doorbell_addr = self.hdr.ctypes.data + W_DOORBELL * 8
+        self._one = np.zeros(1, dtype=self.dtype)
+        self._one_words = self._one.view(np.uint64)
+
+    # -- life cycle ----------------------------------------------------------------------------------------------
+
+    @classmethod
+    def create(cls, name: str, dtype: np.dtype, capacity: int, *, replace: bool = False) -> Ring:
+        """Create the segment (owner-only) and initialize its header. ``replace`` removes a stale one first."""
+        dtype = np.dtype(dtype)
+        _check_capacity(capacity)
+        if dtype.itemsize % 8:
+            raise RingError(f"record size {dtype.itemsize} of {name} is not a multiple of 8 bytes")
+        path = segment_path(name)
+        if replace:
+            path.unlink(missing_ok=True)
+        size = HEADER_BYTES + capacity * dtype.itemsize
+        try:
+            fd = os.open(path, os.O_RDWR | os.O_CREAT | os.O_EXCL, 0o600)
+        except FileExistsError:
+            raise RingError(f"ring segment {path} already exists (another pipeline, or a stale one)") from None
+        try:
+            os.ftruncate(fd, size)
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED | mmap.MAP_POPULATE)
+        finally:
+            os.close(fd)
+        hdr = np.frombuffer(mm, dtype=np.uint64, count=HEADER_BYTES // 8)
+        hdr[W_HASH] = dtype_hash(dtype)
+        hdr[W_CAPACITY] = capacity
+        hdr[W_RECSIZE] = dtype.itemsize
+        hdr[W_VERSION] = VERSION
+        hdr[W_MAGIC] = MAGIC  # last: a concurrent attach sees a complete header or a bad magic
+        del hdr
+        return cls(name, dtype, mm)
+
+    @classmethod
+    def attach(cls, name: str, dtype: np.dtype) -> Ring:
+        """Attach to an existing segment, checking magic, version, dtype hash and size."""
+        dtype = np.dtype(dtype)
+        path = segment_path(name)
+        try:
+            fd = os.open(path, os.O_RDWR)
+        except FileNotFoundError:
+            raise RingError(f"ring {name!r}: no segment {path} (is the pipeline up?)") from None
+        try:
+            size = os.fstat(fd).st_size
+            if size < HEADER_BYTES:
+                raise RingError(f"ring {name!r}: segment {path} is {size} bytes, shorter than a ring header")
+            mm = mmap.mmap(fd, size, mmap.MAP_SHARED | mmap.MAP_POPULATE)
+        finally:
+            os.close(fd)
+        hdr = np.frombuffer(mm, dtype=np.uint64, count=HEADER_BYTES // 8)
+        magic, version, h, cap, recsize = (int(hdr[i]) for i in (W_MAGIC, W_VERSION, W_HASH, W_CAPACITY, W_RECSIZE))
+        del hdr
+        problem = None
+        if magic != MAGIC:
+            problem = f"bad magic {magic:#x} (not a lowlat ring)"
+        elif version != VERSION:
+            problem = f"layout version {version}, this build reads version {VERSION}"
+        elif h != dtype_hash(dtype) or recsize != dtype.itemsize:
+            problem = f"record type mismatch (segment: {recsize}-byte records, hash {h:#x}; " \
+                      f"expected {dtype.itemsize}-byte records, hash {dtype_hash(dtype):#x})"
+        elif cap < 2 or cap & (cap - 1) or size != HEADER_BYTES + cap * recsize:
+            problem = f"corrupt header: capacity {cap}, record size {recsize}, segment {size} bytes"
+        if problem:
+            mm.close()
+            raise RingError(f"ring {name!r}: {problem}")
+        return cls(name, dtype, mm)
+
+    def close(self) -> None:
+        """Drop this process's mapping (the segment stays)."""
+        for attr in ("hdr", "data", "slots", "_one", "_one_words"):
+            self.__dict__.pop(attr, None)
+        try:
+            self._mm.close()
+        except BufferError:  # a caller still holds a view; the mapping goes when it does
+            pass
+
+    @staticmethod
+    def unlink(name: str) -> None:
+        """Remove the segment (mappings stay valid until closed)."""
+        segment_path(name).unlink(missing_ok=True)
+
+    # -- positions and counters ----------------------------------------------------------------------------------
+
+    @property
+    def producer_pos(self) -> int:
+        """Records published so far."""
+        return int(self.hdr[W_PROD])
+
+    @property
+    def consumer_pos(self) -> int:
+        """Records released by the consumer so far."""
+        return int(self.hdr[W_CONS])
+
+    @property
+    def fill(self) -> int:
+        """Records published and not yet released."""
+        return self.producer_pos - self.consumer_pos
+
+    @property
+    def producer_waits(self) -> int:
+        """Times the producer found the ring full and had to wait."""
+        return int(self.hdr[W_PROD_WAITS])
+
+    @property
+    def consumer_waits(self) -> int:
+        """Times the consumer found the ring empty and had to wait."""
+        return int(self.hdr[W_CONS_WAITS])
+
+    @property
+    def doorbell_rings(self) -> int:
+        """Times the producer woke a sleeping consumer."""
+        return int(self.hdr[W_RINGS])
+
+    # -- producer ------------------------------------------------------------------------------------------------
+
+    def try_push(self, rec: np.ndarray) -> bool:
+        """Publish one record (a 1-element array or a record of this ring's dtype) if there is room."""
+        self._one[0] = rec
+        r = push(self.hdr, self.data, self._one_words)
+        if r == PUSH_WAKE:
+            futex_wake(self._doorbell_addr)
+        return r != PUSH_FULL
+
+    def push_words(self, words: np.ndarray, wait: str = "yield", stop=None) -> bool:
+        """Publish one record given as uint64 words, waiting while the ring is full (lossless).
+
+        Returns False only if ``stop()`` became true while waiting."""
+        r = push(self.hdr, self.data, words)
+        if r == PUSH_FULL:
+            self.hdr[W_PROD_WAITS] += 1
+            backoff = _Backoff(wait)
+            while r == PUSH_FULL:
+                if stop is not None and stop():
+                    return False
+                backoff.pause()
+                r = push(self.hdr, self.data, words)
+        if r == PUSH_WAKE:
+            futex_wake(self._doorbell_addr)
+        return True
+
+    def push(self, rec: np.ndarray, wait: str = "yield", stop=None) -> bool:
+        """Publish one record of this ring's dtype, waiting while the ring is full."""
+        self._one[0] = rec
+        return self.push_words(self._one_words, wait, stop)
+
+    def ring_doorbell(self) -> None:
+        """Wake the consumer; for numba loops whose ``publish`` returned PUSH_WAKE."""
+        futex_wake(self._doorbell_addr)
+
+    # -- consumer ------------------------------------------------------------------------------------------------
+
+    def try_pop(self) -> np.void | None:
+        """The next record (a copy), or None when empty."""
+        if pop(self.hdr, self.data, self._one_words):
+            return self._one[0].copy()
+        return None
+
+    def pop_words(self, out: np.ndarray, wait: str = "yield", timeout_s: float | None = None) -> bool:
+        """Wait for the next record and copy its words into ``out``; False on timeout."""
+        if pop(self.hdr, self.data, out):
+            return True
+        self.hdr[W_CONS_WAITS] += 1
+        deadline = None if timeout_s is None else time.monotonic() + timeout_s
+        if wait == "spin":
+            while not pop_spin(self.hdr, self.data, out, 4096):
+                if deadline is not None and time.monotonic() > deadline:
+                    return False
+            return True
+        while True:
+            if pop_spin(self.hdr, self.data, out, 64 if wait == "yield" else 512):
+                return True
+            if deadline is not None and time.monotonic() > deadline:
+                return False
+            if wait == "yield":
+                os.sched_yield()
+            else:
+                self.sleep_until_ready(0.05 if deadline is None else max(0.0, min(0.05, deadline - time.monotonic())))
+
+    def pop(self, wait: str = "yield", timeout_s: float | None = None) -> np.void | None:
+        """Wait for the next record and return a copy; None on timeout."""
+        if self.pop_words(self._one_words, wait, timeout_s):
+            return self._one[0].copy()
+        return None
+
+    def sleep_until_ready(self, timeout_s: float) -> None:
+        """Doorbell wait: sleep until the producer publishes (or ``timeout_s``), unless a record is already
+        there. For consumers running their own numba loops."""
+        if not _arm_doorbell(self.hdr):
+            futex_wait(self._doorbell_addr, 1, timeout_s)
+            self.hdr[W_DOORBELL] = 0
+
+    # -- history -------------------------------------------------------------------------------------------------
+
+    def read(self, start: int, count: int) -> np.ndarray:
+        """Records with seq in [start, start + count) still intact in the ring (a contiguous tail of that range:
+        older ones the producer has overwritten are dropped)."""
+        start = max(0, start)
+        count = max(0, min(count, self.producer_pos - start, self.capacity))
+        out = np.empty(count, dtype=self.dtype)
+        valid = read_range(self.hdr, self.data, start, out.view(np.uint64).reshape(count, -1))
+        return out[count - valid:]
+
+    def history(self, k: int) -> np.ndarray:
+        """The last (up to) ``k`` records behind the consumer cursor, oldest first, for state rebuild."""
+        cons = self.consumer_pos
+        return self.read(cons - k, min(k, cons))
+
+    def last_published(self, k: int) -> np.ndarray:
+        """The last (up to) ``k`` published records, oldest first (a producer reading its own output back)."""
+        prod = self.producer_pos
+        return self.read(prod - k, min(k, prod))
+
+
+class _Backoff:
+    """Producer-side wait on a full ring: spin, then yield, then (block) short sleeps."""
+
+    def __init__(self, wait: str) -> None:
+        self.wait = wait
+        self.n = 0
+
+    def pause(self) -> None:
+        self.n += 1
+        if self.wait == "spin" or self.n < 16:
+            return
+        if self.wait == "yield" or self.n < 64:
+            os.sched_yield()
+        else:
+            time.sleep(0.0002)
+
