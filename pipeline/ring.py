@@ -91,7 +91,7 @@ def free_slots(hdr, cap):
     """Slots the producer may write now (acquire on the consumer cursor)."""
     cons = atomic_load(hdr, W_CONS)
     fence_acquire()
-    return cap - (hdr[W_PROD] - cons)
+    return np.int64(cap) - np.int64(hdr[W_PROD] - cons)
 
 
 @numba.njit(**_JIT)
@@ -99,7 +99,7 @@ def ready(hdr):
     """Records the consumer may read now (acquire on the producer cursor)."""
     prod = atomic_load(hdr, W_PROD)
     fence_acquire()
-    return prod - hdr[W_CONS]
+    return np.int64(prod - hdr[W_CONS])
 
 
 @numba.njit(**_JIT)
@@ -196,8 +196,8 @@ def push_batch(hdr, data, recs):
 
 
 @numba.njit(nogil=True, cache=True)
-def pop_batch(hdr, data, out):
-    """Copy up to ``out.shape[0]`` records into ``out`` and release them. Returns how many."""
+def peek_batch(hdr, data, out):
+    """Copy up to ``out.shape[0]`` unread records into ``out`` without releasing them. Returns how many."""
     cap = data.shape[0]
     n = min(out.shape[0], ready(hdr))
     if n <= 0:
@@ -208,7 +208,24 @@ def pop_batch(hdr, data, out):
         i = (cons + np.uint64(k)) & mask
         for w in range(data.shape[1]):
             out[k, w] = data[i, w]
-    release(hdr, n)
+    return n
+
+
+@numba.njit(nogil=True, cache=True)
+def pop_batch(hdr, data, out):
+    """Copy up to ``out.shape[0]`` records into ``out`` and release them. Returns how many."""
+    n = peek_batch(hdr, data, out)
+    if n > 0:
+        release(hdr, n)
+    return n
+
+
+@numba.njit(nogil=True, cache=True)
+def release_n(hdr, n):
+    """Release ``n`` records (at most as many as are ready); returns how many were released."""
+    n = min(n, ready(hdr))
+    if n > 0:
+        release(hdr, n)
     return n
 
 
@@ -391,6 +408,17 @@ class Ring:
         """Remove the segment (mappings stay valid until closed)."""
         segment_path(name).unlink(missing_ok=True)
 
+    def warm(self) -> None:
+        """Compile (or load from numba's cache) the ring functions a Python stage calls, without side
+        effects, so the first real record does not pay for it."""
+        empty = np.zeros((0, self.data.shape[1]), dtype=np.uint64)
+        peek_batch(self.hdr, self.data, empty)
+        release_n(self.hdr, 0)
+        pop_spin(self.hdr, self.data, self._one_words, 0)
+        read_range(self.hdr, self.data, 0, empty)
+        ready(self.hdr)
+        free_slots(self.hdr, self.capacity)
+
     # -- positions and counters ----------------------------------------------------------------------------------
 
     @property
@@ -455,6 +483,14 @@ class Ring:
         self._one[0] = rec
         return self.push_words(self._one_words, wait, stop)
 
+    def output_full(self, wait: str) -> None:
+        """For numba producer loops that found the ring full: count the wait and back off by strategy."""
+        self.hdr[W_PROD_WAITS] += 1
+        if wait == "yield":
+            os.sched_yield()
+        elif wait == "block":
+            time.sleep(0.0001)
+
     def ring_doorbell(self) -> None:
         """Wake the consumer; for numba loops whose ``publish`` returned PUSH_WAKE."""
         futex_wake(self._doorbell_addr)
@@ -494,6 +530,20 @@ class Ring:
             return self._one[0].copy()
         return None
 
+    def peek_batch(self, out: np.ndarray) -> int:
+        """Copy up to ``len(out)`` unread records into ``out`` (this ring's dtype) without releasing them."""
+        return peek_batch(self.hdr, self.data, out.view(np.uint64).reshape(len(out), -1))
+
+    def release(self, n: int) -> None:
+        """Release ``n`` records read with ``peek_batch``."""
+        release_n(self.hdr, n)
+
+    def skip(self, n: int) -> None:
+        """Release the next ``n`` records unread (they must be published already)."""
+        if n > self.fill:
+            raise RingError(f"ring {self.name!r}: cannot skip {n} records, only {self.fill} are published")
+        release_n(self.hdr, n)
+
     def sleep_until_ready(self, timeout_s: float) -> None:
         """Doorbell wait: sleep until the producer publishes (or ``timeout_s``), unless a record is already
         there. For consumers running their own numba loops."""
@@ -509,6 +559,8 @@ class Ring:
         start = max(0, start)
         count = max(0, min(count, self.producer_pos - start, self.capacity))
         out = np.empty(count, dtype=self.dtype)
+        if count == 0:
+            return out
         valid = read_range(self.hdr, self.data, start, out.view(np.uint64).reshape(count, -1))
         return out[count - valid:]
 

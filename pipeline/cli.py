@@ -1,0 +1,202 @@
+"""The ``pipeline`` command: up, status, restart, down, tweaks."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import typer
+from rich.console import Console
+from rich.table import Table
+
+from pipeline import tweaks as host_tweaks
+from pipeline.config import ConfigError, load
+from pipeline.control import ControlError, find_run_dir, request
+from pipeline.stage import CONFIG_NAME
+from pipeline.supervisor import Supervisor, SupervisorError
+
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Run and control a lowlat pipeline.")
+out = Console(width=None if sys.stdout.isatty() else 200)
+err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
+
+RunDir = typer.Option(None, "--run-dir", help="Run directory of the pipeline (default: the only one under ./runs).")
+
+
+def _fail(msg: str, code: int = 1) -> typer.Exit:
+    err.print(f"[red]error:[/red] {msg}", highlight=False, soft_wrap=True)
+    return typer.Exit(code)
+
+
+def stage_table(status: dict) -> Table:
+    """The stages (and rings) of a status reply as a table."""
+    t = Table(title=f"pipeline {status['pipeline']} ({status['run_dir']})")
+    for col in ("stage", "pid", "cpus", "wait", "state", "beat s", "restarts", "in", "out", "waits", "errors",
+                "last error"):
+        t.add_column(col, overflow="fold")
+    for s in status["stages"]:
+        t.add_row(s["name"], str(s["pid"] or "-"), ",".join(map(str, s["cpus"])), s["wait"], s["state"],
+                  "-" if s["heartbeat_age_s"] is None else f"{s['heartbeat_age_s']:.3f}", str(s["restarts"]),
+                  str(s["records_in"]), str(s["records_out"]), str(s["waits"]), str(s["errors"]),
+                  s["last_error"] or s["reason"] if s["state"] in ("failed", "restarting") else s["last_error"])
+    return t
+
+
+def ring_table(status: dict) -> Table:
+    """The rings of a status reply as a table."""
+    t = Table(title="rings")
+    for col in ("ring", "type", "producer", "consumer", "fill", "capacity", "prod pos", "cons pos", "prod waits",
+                "cons waits", "doorbell"):
+        t.add_column(col)
+    for r in status["rings"]:
+        t.add_row(r["name"], r["type"], r["producer"], r["consumer"], str(r["fill"]), str(r["capacity"]),
+                  str(r["producer_pos"]), str(r["consumer_pos"]), str(r["producer_waits"]),
+                  str(r["consumer_waits"]), str(r["doorbell_rings"]))
+    return t
+
+
+def _prepare(config: Path, run_dir: Path | None) -> Path:
+    try:
+        cfg = load(config)
+    except ConfigError as e:
+        raise _fail(str(e)) from None
+    rd = (run_dir or Path(cfg.run_dir or f"runs/{cfg.name}")).resolve()
+    rd.mkdir(parents=True, exist_ok=True)
+    (rd / CONFIG_NAME).write_text(config.read_text())
+    return rd
+
+
+@app.command()
+def up(
+    config: Path = typer.Option(..., "--config", "-c", help="Pipeline config (TOML)."),
+    run_dir: Path | None = RunDir,
+    detach: bool = typer.Option(False, "--detach", help="Return once every stage reports ready."),
+    duration: float | None = typer.Option(None, "--duration", help="Stop after this many seconds."),
+    tweaks: bool = typer.Option(False, "--tweaks", help="Apply the host tweaks for the run, revert after."),
+    ready_timeout: float = typer.Option(120.0, "--ready-timeout", help="Seconds to wait for every stage."),
+) -> None:
+    """Start a pipeline: rings, one pinned process per stage, control socket."""
+    rd = _prepare(config, run_dir)
+    if detach:
+        _up_detached(rd, duration, tweaks, ready_timeout)
+        return
+    sup = Supervisor(rd, apply_tweaks=tweaks)
+    signal.signal(signal.SIGTERM, lambda *_: sup.stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: sup.stopping.set())
+    try:
+        sup.start()
+    except (SupervisorError, OSError) as e:
+        sup.shutdown()
+        raise _fail(str(e)) from None
+    _report_cleanup(sup.cleaned)
+    deadline = time.monotonic() + ready_timeout
+    while not sup.ready() and time.monotonic() < deadline and not sup.stopping.is_set():
+        sup.check()
+        time.sleep(0.02)
+    out.print(stage_table(sup.status()))
+    out.print("running; Ctrl-C stops it" + (f" (or after {duration:g} s)" if duration else ""), highlight=False)
+    sup.run(duration)
+    out.print(f"pipeline {sup.cfg.name} stopped", highlight=False)
+
+
+def _report_cleanup(cleaned: list[str]) -> None:
+    if cleaned:
+        out.print(f"cleared what a previous run left: {', '.join(cleaned)}", highlight=False)
+
+
+def _up_detached(rd: Path, duration: float | None, tweaks: bool, ready_timeout: float) -> None:
+    log = open(rd / "supervisor.log", "ab")  # noqa: SIM115 - the child owns it
+    args = [sys.executable, "-m", "pipeline.supervisor", str(rd), "-" if duration is None else str(duration)]
+    proc = subprocess.Popen(args + (["--tweaks"] if tweaks else []), stdin=subprocess.DEVNULL, stdout=log,
+                            stderr=subprocess.STDOUT, start_new_session=True)
+    log.close()
+    deadline = time.monotonic() + ready_timeout
+    while time.monotonic() < deadline:
+        if proc.poll() is not None:
+            tail = (rd / "supervisor.log").read_text(errors="replace").strip().splitlines()[-1:]
+            raise _fail(f"the supervisor exited with code {proc.returncode}: {' '.join(tail)}")
+        try:
+            if request(rd, {"cmd": "ping"}, 5).get("ready"):
+                out.print(stage_table(request(rd, {"cmd": "status"})))
+                out.print(f"detached: supervisor pid {proc.pid}; `pipeline status --run-dir {rd}`, "
+                          f"`pipeline down --run-dir {rd}`", highlight=False, soft_wrap=True)
+                return
+        except ControlError:
+            pass
+        time.sleep(0.1)
+    raise _fail(f"not every stage was ready after {ready_timeout:g} s; see `pipeline status --run-dir {rd}`")
+
+
+def _ask(run_dir: Path | None, payload: dict, timeout: float = 30.0) -> tuple[Path, dict]:
+    try:
+        rd = find_run_dir(run_dir)
+        reply = request(rd, payload, timeout)
+    except ControlError as e:
+        raise _fail(str(e)) from None
+    if not reply.get("ok"):
+        raise _fail(reply.get("error", "request failed"))
+    return rd, reply
+
+
+@app.command()
+def status(run_dir: Path | None = RunDir, as_json: bool = typer.Option(False, "--json", help="One JSON object.")
+           ) -> None:
+    """Stages (pid, CPUs, state, heartbeat, restarts, records, waits, errors) and rings (fill, positions)."""
+    _, reply = _ask(run_dir, {"cmd": "status"})
+    reply.pop("ok")
+    if as_json:
+        print(json.dumps(reply))
+        return
+    out.print(stage_table(reply))
+    out.print(ring_table(reply))
+
+
+@app.command()
+def restart(stage: str = typer.Argument(..., help="Stage name."), run_dir: Path | None = RunDir) -> None:
+    """Replace one stage's process; the others keep running and no record is lost."""
+    _, reply = _ask(run_dir, {"cmd": "restart", "stage": stage}, 120)
+    out.print(f"restarted {stage}: pid {reply['old_pid']} -> {reply['pid']}", highlight=False)
+
+
+@app.command()
+def down(run_dir: Path | None = RunDir, timeout: float = typer.Option(60.0, help="Seconds to wait.")) -> None:
+    """Stop every stage and remove the pipeline's segments and control socket."""
+    rd, _ = _ask(run_dir, {"cmd": "down"})
+    deadline = time.monotonic() + timeout
+    while (rd / "control.sock").exists() and time.monotonic() < deadline:
+        time.sleep(0.05)
+    if (rd / "control.sock").exists():
+        raise _fail(f"the supervisor of {rd} did not finish stopping within {timeout:g} s")
+    out.print(f"pipeline in {rd} is down", highlight=False)
+
+
+@app.command()
+def tweaks(
+    check: bool = typer.Option(False, "--check", help="Report each tweak's state (default)."),
+    apply: bool = typer.Option(False, "--apply", help="Apply the tweaks that are possible here."),
+    revert: bool = typer.Option(False, "--revert", help="Undo what --apply did."),
+    root: Path = typer.Option(Path("/"), "--root", help="Host root (a fake root directory for testing)."),
+    state_dir: Path = typer.Option(Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "lowlat",
+                                   "--state-dir", help="Where --apply records what to revert."),
+) -> None:
+    """Host tweaks: systemd sleep targets masked, /dev/cpu_dma_latency at 0, performance governor."""
+    if apply + revert + check > 1:
+        raise _fail("choose one of --check, --apply, --revert")
+    if apply or revert:
+        state_dir.mkdir(parents=True, exist_ok=True)
+    results = (host_tweaks.apply(root, state_dir) if apply else host_tweaks.revert(root, state_dir) if revert
+               else host_tweaks.check(root))
+    t = Table(title="host tweaks")
+    for col in ("tweak", "status", "detail"):
+        t.add_column(col, overflow="fold")
+    for r in results:
+        t.add_row(r.name, r.status, r.detail)
+    out.print(t)
+
+
+if __name__ == "__main__":
+    app()

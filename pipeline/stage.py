@@ -1,0 +1,204 @@
+"""The stage runtime: what every stage process gets, and the process entry point.
+
+A stage is a subclass of ``Stage``. The runtime (``run``) gives it a status row and heartbeat, SIGTERM handling
+(finish the current step, flush, exit 0), rebuild-from-history on start, and publish dedup by ``src_seq``
+(``pipeline.dedup``). The contract a stage keeps:
+
+- publish every output derived from an input record before releasing that record;
+- ``rebuild`` restores state and returns, per input ring, the position from which to (re)process: behind the
+  consumer cursor (records re-read from ring history, fed to ``replay``; their outputs are deduped) or ahead of
+  it (records already fully reflected in the published outputs are released unprocessed);
+- run logic on event time carried in records, never the wall clock.
+
+Run a stage: ``python -m pipeline.stage RUN_DIR STAGE WAIT`` (the supervisor does this; the run directory holds the
+config copy the pipeline was started with).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import sys
+import time
+import traceback
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import ClassVar
+
+import msgspec
+import numpy as np
+
+from pipeline import status as st
+from pipeline.config import PipelineConfig, StageSpec, load, stage_class
+from pipeline.dedup import marks_from
+from pipeline.records import RECORD_TYPES
+from pipeline.ring import Ring, RingError
+
+CONFIG_NAME = "config.toml"
+"""The config copy inside a run directory."""
+
+BLOCK_TIMEOUT_S = 0.05
+"""Longest doorbell sleep: bounds heartbeat age and SIGTERM latency of an idle stage."""
+
+
+class NoParams(msgspec.Struct, forbid_unknown_fields=True):
+    """A stage kind without parameters."""
+
+
+@dataclass
+class StageContext:
+    """What the runtime hands a stage."""
+
+    name: str
+    """The stage's name in the config."""
+    config: PipelineConfig
+    """The whole pipeline config."""
+    spec: StageSpec
+    """This stage's config."""
+    inputs: list[Ring]
+    """Input rings, in ``src_ring`` order (this stage is their consumer)."""
+    outputs: list[Ring]
+    """Output rings (this stage is their producer)."""
+    row: np.void
+    """This stage's status row (shared memory)."""
+    wait: str
+    """Wait strategy: spin, yield or block."""
+    run_dir: Path
+    """The pipeline's run directory."""
+    stopping: bool = False
+    """Set by SIGTERM: finish the current step and return."""
+    _last_logged: dict[str, float] = field(default_factory=dict)
+
+    def error(self, kind: str, text: str) -> None:
+        """Count an error; log it at most once per kind per minute."""
+        st.set_error(self.row, f"{kind}: {text}", time.perf_counter_ns())
+        now = time.monotonic()
+        if now - self._last_logged.get(kind, -1e9) >= 60:
+            self._last_logged[kind] = now
+            print(f"[{self.name}] {kind}: {text}", file=sys.stderr, flush=True)
+
+    def beat(self) -> None:
+        """Heartbeat."""
+        self.row["heartbeat_ns"] = time.perf_counter_ns()
+
+    def set_counter(self, i: int, name: str, value: int) -> None:
+        """Publish a stage-specific counter in the status row."""
+        self.row["counter_names"][i] = name.encode()[:16]
+        self.row["counters"][i] = value
+
+
+class Stage:
+    """Base class of stages. Subclasses set ``Params`` / ``input_types`` / ``output_types`` and implement
+    ``step``; stateful ones implement ``rebuild`` and ``replay``."""
+
+    Params: ClassVar[type[msgspec.Struct]] = NoParams
+    """Parameter struct checked against ``[stages.NAME.params]``."""
+    input_types: ClassVar[tuple[str | None, ...] | None] = ()
+    """Record type of each input ring (None: any type; the tuple None: any number of any type)."""
+    output_types: ClassVar[tuple[str | None, ...] | None] = ()
+    """Record type of each output ring."""
+
+    def __init__(self, ctx: StageContext, params: msgspec.Struct) -> None:
+        self.ctx = ctx
+        self.params = params
+        self.marks = marks_from(ctx.outputs[0], len(ctx.inputs)) if ctx.outputs else None
+        """Dedup marks for the first output ring (see ``pipeline.dedup``)."""
+
+    def warm(self) -> None:
+        """Compile the stage's numba functions (called before it reports ready; no side effects)."""
+
+    def rebuild(self) -> list[int]:
+        """Restore state; return per input the position to process from. Default: stateless, resume at the
+        consumer cursor."""
+        return [r.consumer_pos for r in self.ctx.inputs]
+
+    def replay(self, src_ring: int, records: np.ndarray) -> None:
+        """Process records re-read from history (already released): update state, publish through dedup."""
+        raise NotImplementedError(f"{type(self).__name__} rebuilds from history but has no replay()")
+
+    def step(self) -> int:
+        """Do the work available now; return how many input records were consumed (0: the runtime waits).
+        Sources return how many records they published."""
+        raise NotImplementedError
+
+    def flush(self) -> None:
+        """Called before a clean exit."""
+
+
+def _wait_for_input(ctx: StageContext) -> None:
+    """Idle wait on the first input ring by the stage's strategy."""
+    ctx.row["waits"] += 1
+    if ctx.wait == "spin" or not ctx.inputs:
+        return
+    if ctx.wait == "yield":
+        os.sched_yield()
+    elif len(ctx.inputs) == 1:
+        ctx.inputs[0].sleep_until_ready(BLOCK_TIMEOUT_S)
+    else:  # one doorbell cannot cover several rings: short sleeps
+        time.sleep(0.0002)
+
+
+def _resume(ctx: StageContext, stage: Stage, positions: list[int]) -> None:
+    """Bring each input to the position ``rebuild`` asked for."""
+    for i, (ring, pos) in enumerate(zip(ctx.inputs, positions, strict=True)):
+        cons = ring.consumer_pos
+        if pos < cons:
+            recs = ring.read(pos, cons - pos)
+            if len(recs) < cons - pos:
+                ctx.error("history", f"input {ring.name}: wanted records from {pos}, the ring still holds "
+                          f"only {len(recs)} of {cons - pos}; state rebuilt from what remains")
+            if len(recs):
+                stage.replay(i, recs)
+        elif pos > cons:
+            ring.skip(pos - cons)
+
+
+def run(run_dir: Path, name: str, wait: str) -> int:
+    """Run one stage until SIGTERM; the process's exit code."""
+    cfg = load(run_dir / CONFIG_NAME)
+    spec = cfg.stages[name]
+    index = list(cfg.stages).index(name)
+    block = st.StatusBlock.attach(cfg.name)
+    row = block.rows[index]
+    now = time.perf_counter_ns()
+    row["pid"], row["state"], row["started_ns"], row["heartbeat_ns"] = os.getpid(), st.STARTING, now, now
+    try:
+        inputs = [Ring.attach(f"{cfg.name}.{r}", RECORD_TYPES[cfg.rings[r].type]) for r in spec.inputs]
+        outputs = [Ring.attach(f"{cfg.name}.{r}", RECORD_TYPES[cfg.rings[r].type]) for r in spec.outputs]
+    except RingError as e:
+        st.set_error(row, str(e), time.perf_counter_ns())
+        print(f"[{name}] {e}", file=sys.stderr)
+        return 2
+    ctx = StageContext(name, cfg, spec, inputs, outputs, row, wait, run_dir)
+
+    def on_term(signum: int, frame: object) -> None:
+        ctx.stopping = True
+
+    signal.signal(signal.SIGTERM, on_term)
+    signal.signal(signal.SIGINT, on_term)
+    cls = stage_class(spec.kind)
+    try:
+        stage = cls(ctx, msgspec.convert(spec.params, cls.Params, strict=True))
+        for ring in inputs + outputs:
+            ring.warm()
+        stage.warm()
+        row["state"] = st.REBUILDING
+        ctx.beat()
+        _resume(ctx, stage, stage.rebuild())
+        row["state"] = st.RUNNING
+        while not ctx.stopping:
+            ctx.beat()
+            if stage.step() == 0 and not ctx.stopping:
+                _wait_for_input(ctx)
+        row["state"] = st.STOPPING
+        stage.flush()
+    except Exception as e:  # the supervisor restarts us; the status row and log say why
+        st.set_error(row, f"crashed: {type(e).__name__}: {e}", time.perf_counter_ns())
+        traceback.print_exc()
+        return 1
+    row["state"] = st.STOPPED
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(run(Path(sys.argv[1]), sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "block"))

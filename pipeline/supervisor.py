@@ -1,0 +1,444 @@
+"""The supervisor: creates rings, starts and pins stages, watches them, restarts them, serves the control socket.
+
+One supervisor per pipeline holds ``/dev/shm/<name>.lock`` (flock) for its whole life, so a second ``up`` of the
+same pipeline is refused, and a new ``up`` after a killed supervisor knows that what it finds (stage processes,
+segments, a socket) is stale and clears it.
+
+CPU placement: stages with ``cpus`` in the config get those; the others get one CPU each, round-robin over the
+host's CPUs except the lowest, which is left to the OS, interrupts and the supervisor (on a 1-CPU host, that one).
+Wait strategy default: ``spin`` for a stage that has its CPUs to itself, ``block`` for one that shares, since a
+spinning stage on a shared core turns microseconds into milliseconds (shared/reference/IPC_BASELINE.md).
+
+Run detached: ``python -m pipeline.supervisor RUN_DIR [DURATION_S] [--tweaks]``.
+"""
+
+from __future__ import annotations
+
+import fcntl
+import json
+import os
+import signal
+import socket
+import struct
+import subprocess
+import sys
+import threading
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import psutil
+
+from pipeline import status as st
+from pipeline import tweaks
+from pipeline.config import PipelineConfig, load
+from pipeline.records import RECORD_TYPES
+from pipeline.ring import MAGIC, SHM_DIR, Ring
+from pipeline.stage import CONFIG_NAME
+
+SOCKET_NAME = "control.sock"
+COMMANDS = ("ping", "status", "restart", "down")
+"""Commands the control socket accepts."""
+POLL_S = 0.02
+
+
+class SupervisorError(RuntimeError):
+    """The pipeline cannot be started (already running, bad placement, ...)."""
+
+
+def assign(cfg: PipelineConfig, host_cpus: set[int]) -> dict[str, tuple[list[int], str]]:
+    """CPUs and wait strategy of every stage (see module docstring)."""
+    cpus = sorted(host_cpus)
+    pool = cpus[1:] if len(cpus) > 1 else cpus
+    placed: dict[str, list[int]] = {}
+    auto = 0
+    for name, spec in cfg.stages.items():
+        if spec.cpus is not None:
+            placed[name] = sorted(spec.cpus)
+        else:
+            placed[name] = [pool[auto % len(pool)]]
+            auto += 1
+    users: dict[int, int] = {}
+    for cs in placed.values():
+        for c in cs:
+            users[c] = users.get(c, 0) + 1
+    out = {}
+    for name, spec in cfg.stages.items():
+        own = all(users[c] == 1 for c in placed[name]) and len(cpus) > 1
+        out[name] = (placed[name], spec.wait or ("spin" if own else "block"))
+    return out
+
+
+@dataclass
+class StageProc:
+    """The supervisor's view of one stage."""
+
+    name: str
+    index: int
+    kind: str
+    cpus: list[int]
+    wait: str
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    recent: deque = field(default_factory=deque)
+    state: str = "starting"  # supervisor's word: starting | up | restarting | failed | stopped
+    reason: str = ""
+    restart_at: float = 0.0
+    started: float = 0.0
+    last_exit: str = ""
+
+
+class Supervisor:
+    """Owns one running pipeline."""
+
+    def __init__(self, run_dir: Path, apply_tweaks: bool = False) -> None:
+        self.run_dir = run_dir.resolve()
+        self.cfg = load(self.run_dir / CONFIG_NAME)
+        self.apply_tweaks = apply_tweaks
+        self.lock = threading.RLock()
+        self.stopping = threading.Event()
+        self.stages: dict[str, StageProc] = {}
+        self.rings: dict[str, Ring] = {}
+        self.block: st.StatusBlock | None = None
+        self._lock_fd = -1
+        self._server: socket.socket | None = None
+        self._dma = None
+        self.tweak_results: list[tweaks.TweakResult] = []
+        self.cleaned: list[str] = []
+
+    # -- start ---------------------------------------------------------------------------------------------------
+
+    def start(self) -> None:
+        """Take the pipeline lock, clear leftovers, create rings and status, start every stage."""
+        cfg = self.cfg
+        self._take_lock()
+        self._clear_leftovers()
+        host = os.sched_getaffinity(0)
+        placement = assign(cfg, host)
+        if len(host) > 1:
+            os.sched_setaffinity(0, {min(host)})
+        if self.apply_tweaks:
+            self._dma = tweaks.DmaLatencyHold()
+            self.tweak_results = tweaks.apply(state_dir=self.run_dir, hold=self._dma)
+        self.block = st.StatusBlock.create(cfg.name, len(cfg.stages))
+        for rname, spec in cfg.rings.items():
+            self.rings[rname] = Ring.create(f"{cfg.name}.{rname}", RECORD_TYPES[spec.type], spec.capacity)
+        (self.run_dir / "logs").mkdir(exist_ok=True)
+        self._serve()
+        for i, (name, spec) in enumerate(cfg.stages.items()):
+            cpus, wait = placement[name]
+            self.stages[name] = sp = StageProc(name, i, spec.kind, cpus, wait)
+            self._spawn(sp)
+
+    def _take_lock(self) -> None:
+        path = SHM_DIR / f"{self.cfg.name}.lock"
+        fd = os.open(path, os.O_RDWR | os.O_CREAT, 0o600)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            holder = os.read(fd, 64).decode(errors="replace").strip()
+            os.close(fd)
+            raise SupervisorError(f"pipeline {self.cfg.name!r} is already running (supervisor {holder}); "
+                                  f"`pipeline down` first") from None
+        os.ftruncate(fd, 0)
+        os.write(fd, f"pid {os.getpid()} run dir {self.run_dir}".encode())
+        self._lock_fd = fd
+
+    def _clear_leftovers(self) -> None:
+        """Kill stage processes and remove segments and socket a killed supervisor of this pipeline left."""
+        name = self.cfg.name
+        try:
+            old = st.StatusBlock.attach(name)
+            pids = [int(p) for p in old.rows["pid"] if p > 0]
+        except (FileNotFoundError, ValueError):
+            pids = []
+        for pid in pids:
+            try:
+                p = psutil.Process(pid)
+                if "pipeline.stage" in p.cmdline():
+                    p.kill()
+                    p.wait(5)
+                    self.cleaned.append(f"stage process {pid}")
+            except (psutil.Error, OSError):
+                pass
+        for path in SHM_DIR.glob(f"{name}.*"):
+            if path.name == f"{name}.lock":
+                continue
+            try:
+                with path.open("rb") as f:
+                    magic = int.from_bytes(f.read(8), "little")
+            except OSError:
+                continue
+            if magic in (MAGIC, st.MAGIC) or path.name == f"{name}.status":
+                path.unlink(missing_ok=True)
+                self.cleaned.append(str(path))
+        sock = self.run_dir / SOCKET_NAME
+        if sock.exists():
+            sock.unlink()
+            self.cleaned.append(str(sock))
+
+    def _spawn(self, sp: StageProc) -> None:
+        assert self.block is not None
+        row = self.block.rows[sp.index]
+        row["pid"], row["state"], row["heartbeat_ns"] = 0, st.STARTING, time.perf_counter_ns()
+        log = open(self.run_dir / "logs" / f"{sp.name}.log", "ab")  # noqa: SIM115 - the child owns it
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        sp.proc = subprocess.Popen([sys.executable, "-m", "pipeline.stage", str(self.run_dir), sp.name, sp.wait],
+                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
+        log.close()
+        try:
+            psutil.Process(sp.proc.pid).cpu_affinity(sp.cpus)
+        except psutil.Error as e:
+            sp.reason = f"could not pin to CPUs {sp.cpus}: {e}"
+        sp.state = "starting"
+        sp.started = time.monotonic()
+
+    # -- watch ---------------------------------------------------------------------------------------------------
+
+    def ready(self) -> bool:
+        """True when every stage reports running (or has failed for good)."""
+        assert self.block is not None
+        with self.lock:
+            return all(sp.state == "failed" or (sp.proc is not None and sp.proc.poll() is None and
+                       self.block.rows[sp.index]["state"] == st.RUNNING) for sp in self.stages.values())
+
+    def check(self) -> None:
+        """One round of supervision: restart dead or silent stages, with backoff and a cap."""
+        assert self.block is not None
+        sup = self.cfg.supervisor
+        now = time.monotonic()
+        with self.lock:
+            for sp in self.stages.values():
+                if sp.state in ("failed", "stopped"):
+                    continue
+                if sp.state == "restarting":
+                    if now >= sp.restart_at:
+                        self._spawn(sp)
+                    continue
+                row = self.block.rows[sp.index]
+                code = sp.proc.poll() if sp.proc else None
+                why = ""
+                if code is not None:
+                    why = f"exited with code {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}"
+                elif row["state"] == st.RUNNING:
+                    sp.state = "up"
+                    age = (time.perf_counter_ns() - int(row["heartbeat_ns"])) / 1e9
+                    if age > sup.heartbeat_timeout_s:
+                        why = f"heartbeat stopped ({age:.1f} s old)"
+                elif now - sp.started > sup.start_timeout_s:
+                    why = f"not ready after {sup.start_timeout_s:.0f} s"
+                if why:
+                    self._crashed(sp, why, now)
+
+    def _crashed(self, sp: StageProc, why: str, now: float) -> None:
+        sup = self.cfg.supervisor
+        self._kill(sp, 0.0)
+        sp.last_exit = why
+        while sp.recent and now - sp.recent[0] > sup.restart_window_s:
+            sp.recent.popleft()
+        if len(sp.recent) >= sup.max_restarts:
+            sp.state = "failed"
+            sp.reason = (f"{why}; restarted {len(sp.recent)} times in {sup.restart_window_s:.0f} s "
+                         f"(max_restarts), not restarting")
+            print(f"supervisor: stage {sp.name} failed: {sp.reason}", file=sys.stderr, flush=True)
+            return
+        delay = min(sup.backoff_initial_s * 2 ** len(sp.recent), sup.backoff_max_s)
+        sp.recent.append(now)
+        sp.restarts += 1
+        sp.state = "restarting"
+        sp.restart_at = now + delay
+        sp.reason = f"{why}; restart {sp.restarts} in {delay:.2f} s"
+        print(f"supervisor: stage {sp.name} {why}; restarting in {delay:.2f} s", file=sys.stderr, flush=True)
+
+    def _kill(self, sp: StageProc, timeout: float) -> None:
+        """SIGTERM, then SIGKILL after ``timeout``; waits for the process to be gone."""
+        p = sp.proc
+        if p is None or p.poll() is not None:
+            return
+        if timeout > 0:
+            p.terminate()
+            try:
+                p.wait(timeout)
+                return
+            except subprocess.TimeoutExpired:
+                pass
+        p.kill()
+        p.wait()
+
+    def restart(self, name: str) -> dict:
+        """Replace one stage's process (SIGTERM, SIGKILL after the stop timeout); the others keep running."""
+        with self.lock:
+            sp = self.stages.get(name)
+            if sp is None:
+                return {"ok": False, "error": f"no stage {name!r} (stages: {', '.join(self.stages)})"}
+            old = sp.proc.pid if sp.proc else None
+            self._kill(sp, self.cfg.supervisor.stop_timeout_s)
+            code = sp.proc.returncode if sp.proc else None
+            sp.restarts += 1
+            sp.reason = f"restarted on request (old process {old} exited with {code})"
+            sp.recent.clear()
+            self._spawn(sp)
+            return {"ok": True, "stage": name, "old_pid": old, "pid": sp.proc.pid, "exit_code": code}
+
+    # -- status --------------------------------------------------------------------------------------------------
+
+    def status(self) -> dict:
+        """Stages and rings, as `pipeline status --json` prints them."""
+        assert self.block is not None
+        now = time.perf_counter_ns()
+        stages = []
+        with self.lock:
+            for sp in self.stages.values():
+                row = self.block.rows[sp.index]
+                own = st.STATES[int(row["state"])] if 0 <= row["state"] < len(st.STATES) else "?"
+                alive = sp.proc is not None and sp.proc.poll() is None
+                state = sp.state if sp.state in ("failed", "restarting") or not alive else own
+                counters = {n.decode(): int(v) for n, v in zip(row["counter_names"], row["counters"], strict=True)
+                            if n}
+                stages.append({
+                    "name": sp.name, "kind": sp.kind, "pid": sp.proc.pid if alive else None, "cpus": sp.cpus,
+                    "wait": sp.wait, "state": state,
+                    "heartbeat_age_s": round(max(0, now - int(row["heartbeat_ns"])) / 1e9, 3) if alive else None,
+                    "restarts": sp.restarts, "records_in": int(row["records_in"]),
+                    "records_out": int(row["records_out"]), "waits": int(row["waits"]),
+                    "errors": int(row["errors"]), "deduped": int(row["deduped"]),
+                    "last_error": row["last_error"].decode(errors="replace"), "reason": sp.reason,
+                    "counters": counters,
+                })
+        rings = []
+        for rname, ring in self.rings.items():
+            spec = self.cfg.rings[rname]
+            rings.append({
+                "name": rname, "type": spec.type, "capacity": ring.capacity, "fill": ring.fill,
+                "producer_pos": ring.producer_pos, "consumer_pos": ring.consumer_pos,
+                "producer_waits": ring.producer_waits, "consumer_waits": ring.consumer_waits,
+                "doorbell_rings": ring.doorbell_rings,
+                "producer": next(n for n, s in self.cfg.stages.items() if rname in s.outputs),
+                "consumer": next(n for n, s in self.cfg.stages.items() if rname in s.inputs),
+            })
+        return {"pipeline": self.cfg.name, "run_dir": str(self.run_dir), "supervisor_pid": os.getpid(),
+                "stages": stages, "rings": rings,
+                "tweaks": [{"name": t.name, "status": t.status, "detail": t.detail} for t in self.tweak_results]}
+
+    # -- control socket ------------------------------------------------------------------------------------------
+
+    def _serve(self) -> None:
+        path = self.run_dir / SOCKET_NAME
+        srv = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
+        old = os.umask(0o177)
+        try:
+            srv.bind(str(path))
+        finally:
+            os.umask(old)
+        os.chmod(path, 0o600)
+        srv.listen(16)
+        srv.settimeout(0.2)
+        self._server = srv
+        threading.Thread(target=self._accept_loop, name="control", daemon=True).start()
+
+    def _accept_loop(self) -> None:
+        assert self._server is not None
+        while not self.stopping.is_set():
+            try:
+                conn, _ = self._server.accept()
+            except TimeoutError:
+                continue
+            except OSError:
+                return
+            threading.Thread(target=self._handle, args=(conn,), daemon=True).start()
+
+    def _handle(self, conn: socket.socket) -> None:
+        with conn:
+            conn.settimeout(10)
+            _, uid, _ = struct.unpack("3i", conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, 12))
+            if uid != os.getuid():
+                reply = {"ok": False, "error": f"refused: uid {uid} does not own this pipeline"}
+            else:
+                try:
+                    line = conn.makefile("rb").readline(65536)
+                    reply = self.command(json.loads(line))
+                except (ValueError, OSError, AttributeError, TypeError) as e:
+                    reply = {"ok": False, "error": f"bad request: {e}"}
+            try:
+                conn.sendall(json.dumps(reply).encode() + b"\n")
+            except OSError:
+                pass
+        if reply.get("shutdown"):
+            self.stopping.set()
+
+    def command(self, req: dict) -> dict:
+        """Execute one control request ``{"cmd": ...}``."""
+        cmd = req.get("cmd")
+        if cmd == "ping":
+            return {"ok": True, "ready": self.ready()}
+        if cmd == "status":
+            return {"ok": True, **self.status()}
+        if cmd == "restart":
+            return self.restart(str(req.get("stage")))
+        if cmd == "down":
+            self.stopping.set()
+            return {"ok": True, "shutdown": True}
+        return {"ok": False, "error": f"unknown command {cmd!r} (commands: {', '.join(COMMANDS)})"}
+
+    # -- run and stop --------------------------------------------------------------------------------------------
+
+    def run(self, duration_s: float | None = None) -> None:
+        """Supervise until ``down``, SIGTERM/SIGINT, or ``duration_s``; then shut down."""
+        end = None if duration_s is None else time.monotonic() + duration_s
+        try:
+            while not self.stopping.is_set() and (end is None or time.monotonic() < end):
+                self.check()
+                self.stopping.wait(POLL_S)
+        finally:
+            self.shutdown()
+
+    def shutdown(self) -> None:
+        """Stop every stage (SIGTERM, then SIGKILL), remove segments, socket and lock; revert tweaks."""
+        self.stopping.set()
+        if self._lock_fd < 0:  # never started, or another supervisor owns this pipeline: nothing here is ours
+            return
+        with self.lock:
+            for sp in self.stages.values():
+                if sp.proc and sp.proc.poll() is None:
+                    sp.proc.terminate()
+            deadline = time.monotonic() + self.cfg.supervisor.stop_timeout_s
+            for sp in self.stages.values():
+                self._kill(sp, max(0.01, deadline - time.monotonic()))
+                sp.state = "stopped"
+            for ring in self.rings.values():
+                ring.close()
+            for rname in self.cfg.rings:
+                Ring.unlink(f"{self.cfg.name}.{rname}")
+            (SHM_DIR / f"{self.cfg.name}.status").unlink(missing_ok=True)
+            if self._server is not None:
+                self._server.close()
+                (self.run_dir / SOCKET_NAME).unlink(missing_ok=True)
+            if self._dma is not None:
+                self._dma.release()
+                tweaks.revert(state_dir=self.run_dir)
+            if self._lock_fd >= 0:
+                (SHM_DIR / f"{self.cfg.name}.lock").unlink(missing_ok=True)
+                os.close(self._lock_fd)
+                self._lock_fd = -1
+
+
+def main(argv: list[str]) -> int:
+    """Detached supervisor entry point."""
+    run_dir = Path(argv[0])
+    duration = float(argv[1]) if len(argv) > 1 and argv[1] != "-" else None
+    sup = Supervisor(run_dir, apply_tweaks="--tweaks" in argv)
+    signal.signal(signal.SIGTERM, lambda *_: sup.stopping.set())
+    signal.signal(signal.SIGINT, lambda *_: sup.stopping.set())
+    try:
+        sup.start()
+    except Exception as e:
+        print(f"supervisor: cannot start: {e}", file=sys.stderr, flush=True)
+        sup.shutdown()
+        return 1
+    sup.run(duration)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))
