@@ -26,7 +26,9 @@ class SyntheticParams(msgspec.Struct, forbid_unknown_fields=True):
     """Parameters of the synthetic source."""
 
     rate_hz: float = 1000.0
-    """Ticks per second (both legs together)."""
+    """Ticks per second of event time (both legs together)."""
+    speed: float = 1.0
+    """Wall-clock pacing as a multiple of event time (event times are the same at any speed)."""
     seed: int = 1
     """Seed of the random stream."""
     count: int = 0
@@ -138,7 +140,7 @@ class SyntheticSource(Stage):
         self.venue_seq = np.zeros(len(ins), dtype=np.uint64)
         self.k = 0
         self.out = ctx.outputs[0]
-        self.period_ns = 1e9 / p.rate_hz
+        self.period_ns = 1e9 / (p.rate_hz * p.speed)
 
     def warm(self) -> None:
         """Compile the generator."""

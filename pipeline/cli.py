@@ -14,11 +14,10 @@ import typer
 from rich.console import Console
 from rich.table import Table
 
-from pipeline import tweaks as host_tweaks
-from pipeline.config import ConfigError, load
-from pipeline.control import ControlError, find_run_dir, request
-from pipeline.stage import CONFIG_NAME
-from pipeline.supervisor import Supervisor, SupervisorError
+from pipeline.control import SOCKET_NAME, ControlError, find_run_dir, request
+
+# `up` imports the supervisor (numba and the stage runtime) when it runs, so status/restart/down start fast
+CONFIG_NAME = "config.toml"
 
 app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Run and control a lowlat pipeline.")
 out = Console(width=None if sys.stdout.isatty() else 200)
@@ -60,6 +59,8 @@ def ring_table(status: dict) -> Table:
 
 
 def _prepare(config: Path, run_dir: Path | None) -> Path:
+    from pipeline.config import ConfigError, load
+
     try:
         cfg = load(config)
     except ConfigError as e:
@@ -80,6 +81,8 @@ def up(
     ready_timeout: float = typer.Option(120.0, "--ready-timeout", help="Seconds to wait for every stage."),
 ) -> None:
     """Start a pipeline: rings, one pinned process per stage, control socket."""
+    from pipeline.supervisor import Supervisor, SupervisorError
+
     rd = _prepare(config, run_dir)
     if detach:
         _up_detached(rd, duration, tweaks, ready_timeout)
@@ -167,9 +170,9 @@ def down(run_dir: Path | None = RunDir, timeout: float = typer.Option(60.0, help
     """Stop every stage and remove the pipeline's segments and control socket."""
     rd, _ = _ask(run_dir, {"cmd": "down"})
     deadline = time.monotonic() + timeout
-    while (rd / "control.sock").exists() and time.monotonic() < deadline:
+    while (rd / SOCKET_NAME).exists() and time.monotonic() < deadline:
         time.sleep(0.05)
-    if (rd / "control.sock").exists():
+    if (rd / SOCKET_NAME).exists():
         raise _fail(f"the supervisor of {rd} did not finish stopping within {timeout:g} s")
     out.print(f"pipeline in {rd} is down", highlight=False)
 
@@ -184,6 +187,8 @@ def tweaks(
                                    "--state-dir", help="Where --apply records what to revert."),
 ) -> None:
     """Host tweaks: systemd sleep targets masked, /dev/cpu_dma_latency at 0, performance governor."""
+    from pipeline import tweaks as host_tweaks
+
     if apply + revert + check > 1:
         raise _fail("choose one of --check, --apply, --revert")
     if apply or revert:

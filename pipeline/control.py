@@ -6,8 +6,8 @@ import json
 import socket
 from pathlib import Path
 
-from pipeline.supervisor import SOCKET_NAME
-
+SOCKET_NAME = "control.sock"
+"""The control socket's name inside a run directory."""
 RUNS = Path("runs")
 
 

@@ -35,7 +35,7 @@ from pipeline.records import RECORD_TYPES
 from pipeline.ring import Ring, RingError
 
 CONFIG_NAME = "config.toml"
-"""The config copy inside a run directory."""
+"""The config copy inside a run directory (also in pipeline.cli, which must not import this module)."""
 
 BLOCK_TIMEOUT_S = 0.05
 """Longest doorbell sleep: bounds heartbeat age and SIGTERM latency of an idle stage."""

@@ -33,11 +33,11 @@ import psutil
 from pipeline import status as st
 from pipeline import tweaks
 from pipeline.config import PipelineConfig, load
+from pipeline.control import SOCKET_NAME
 from pipeline.records import RECORD_TYPES
 from pipeline.ring import MAGIC, SHM_DIR, Ring
 from pipeline.stage import CONFIG_NAME
 
-SOCKET_NAME = "control.sock"
 COMMANDS = ("ping", "status", "restart", "down")
 """Commands the control socket accepts."""
 POLL_S = 0.02
