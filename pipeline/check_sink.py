@@ -5,6 +5,8 @@ For each record: ``seq`` must follow the previous one (nothing lost or duplicate
 violation is counted and reported in the status row. With ``record`` the records are appended to
 ``<run_dir>/<stage>.bin`` before they are released, so the file is the exact stream received, also across
 restarts of the sink itself (on start it drops a torn last record and resumes after the last one written).
+``<stage>.epoch`` names the input ring's epoch the file belongs to; a file from an earlier pipeline run (another
+epoch) is moved aside to ``<stage>.<epoch>.bin`` and a new one begun.
 """
 
 from __future__ import annotations
@@ -45,11 +47,17 @@ class CheckSink(Stage):
         self.gaps = self.dups = 0
         self.fd = -1
         self.path = ctx.run_dir / f"{ctx.name}.bin"
+        self.epoch_path = ctx.run_dir / f"{ctx.name}.epoch"
 
     def rebuild(self) -> list[int]:
         """Resume after the last record in the file (dropping a torn tail), or at the consumer cursor."""
         if not self.params.record:
             return [self.inp.consumer_pos]
+        old = self.epoch_path.read_text().strip() if self.epoch_path.exists() else ""
+        if old != str(self.inp.epoch):
+            if self.path.exists():
+                self.path.rename(self.path.with_name(f"{self.ctx.name}.{old or 'old'}.bin"))
+            self.epoch_path.write_text(str(self.inp.epoch))
         self.fd = os.open(self.path, os.O_RDWR | os.O_CREAT | os.O_APPEND, 0o600)
         size = os.fstat(self.fd).st_size
         whole = size - size % self.inp.dtype.itemsize

@@ -124,7 +124,9 @@ def _up_detached(rd: Path, duration: float | None, tweaks: bool, ready_timeout: 
             raise _fail(f"the supervisor exited with code {proc.returncode}: {' '.join(tail)}")
         try:
             if request(rd, {"cmd": "ping"}, 5).get("ready"):
-                out.print(stage_table(request(rd, {"cmd": "status"})))
+                st = request(rd, {"cmd": "status"})
+                _report_cleanup(st["cleared_at_start"])
+                out.print(stage_table(st))
                 out.print(f"detached: supervisor pid {proc.pid}; `pipeline status --run-dir {rd}`, "
                           f"`pipeline down --run-dir {rd}`", highlight=False, soft_wrap=True)
                 return

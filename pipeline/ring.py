@@ -2,7 +2,7 @@
 
 Layout (one segment, ``/dev/shm/<pipeline>.<ring>``, mode 0600)::
 
-    bytes   0- 63  line 0: magic, layout version, dtype hash, capacity, record size (read-only after create)
+    bytes   0- 63  line 0: magic, layout version, dtype hash, capacity, record size, epoch (read-only after create)
     bytes  64-127  line 1: producer cursor, producer waits, doorbell rings       (written by the producer only)
     bytes 128-191  line 2: consumer cursor, consumer waits                        (written by the consumer only)
     bytes 192-255  line 3: doorbell word (consumer asleep = 1)                    (set by consumer, cleared by either)
@@ -64,7 +64,7 @@ VERSION = 1
 HEADER_BYTES = 256
 
 # header word indices (uint64 words)
-W_MAGIC, W_VERSION, W_HASH, W_CAPACITY, W_RECSIZE = 0, 1, 2, 3, 4
+W_MAGIC, W_VERSION, W_HASH, W_CAPACITY, W_RECSIZE, W_EPOCH = 0, 1, 2, 3, 4, 5
 W_PROD, W_PROD_WAITS, W_RINGS = 8, 9, 10
 W_CONS, W_CONS_WAITS = 16, 17
 W_DOORBELL = 24
@@ -355,6 +355,7 @@ class Ring:
         hdr[W_HASH] = dtype_hash(dtype)
         hdr[W_CAPACITY] = capacity
         hdr[W_RECSIZE] = dtype.itemsize
+        hdr[W_EPOCH] = int.from_bytes(os.urandom(8), "little") >> 1
         hdr[W_VERSION] = VERSION
         hdr[W_MAGIC] = MAGIC  # last: a concurrent attach sees a complete header or a bad magic
         del hdr
@@ -420,6 +421,11 @@ class Ring:
         free_slots(self.hdr, self.capacity)
 
     # -- positions and counters ----------------------------------------------------------------------------------
+
+    @property
+    def epoch(self) -> int:
+        """Random id of this ring's creation: positions are comparable only within one epoch."""
+        return int(self.hdr[W_EPOCH])
 
     @property
     def producer_pos(self) -> int:

@@ -318,7 +318,7 @@ class Supervisor:
                 "consumer": next(n for n, s in self.cfg.stages.items() if rname in s.inputs),
             })
         return {"pipeline": self.cfg.name, "run_dir": str(self.run_dir), "supervisor_pid": os.getpid(),
-                "stages": stages, "rings": rings,
+                "stages": stages, "rings": rings, "cleared_at_start": self.cleaned,
                 "tweaks": [{"name": t.name, "status": t.status, "detail": t.detail} for t in self.tweak_results]}
 
     # -- control socket ------------------------------------------------------------------------------------------
@@ -436,6 +436,8 @@ def main(argv: list[str]) -> int:
         print(f"supervisor: cannot start: {e}", file=sys.stderr, flush=True)
         sup.shutdown()
         return 1
+    if sup.cleaned:
+        print(f"supervisor: cleared what a previous run left: {', '.join(sup.cleaned)}", file=sys.stderr, flush=True)
     sup.run(duration)
     return 0
 

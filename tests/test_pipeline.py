@@ -1,0 +1,200 @@
+"""`pipeline up / status / restart / down` on real processes, rings and the control socket."""
+
+from __future__ import annotations
+
+import json
+import os
+import signal
+import socket
+import stat
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import psutil
+import pytest
+from conftest import BASE_CONFIG, ENV, cli
+
+from pipeline.control import request
+from pipeline.records import COUNT
+
+RUNNING = BASE_CONFIG.format(name="{name}", speed=1, count=0, max_restarts=10)
+
+
+def _stage(status: dict, name: str) -> dict:
+    return next(s for s in status["stages"] if s["name"] == name)
+
+
+def test_up_status_restart_down(make_pipeline) -> None:
+    p = make_pipeline(RUNNING)
+    up = p.up()
+    assert "source" in up.stdout and "counter" in up.stdout and "sink" in up.stdout
+    s = json.loads(cli("status", "--run-dir", str(p.run_dir), "--json").stdout)
+    assert set(s) >= {"stages", "rings"}
+    assert [x["name"] for x in s["stages"]] == ["source", "counter", "sink"]
+    for x in s["stages"]:
+        assert x["state"] == "running" and x["pid"] and x["restarts"] == 0
+        assert psutil.Process(x["pid"]).cpu_affinity() == x["cpus"], "stage not pinned to its CPUs"
+        assert x["wait"] in ("spin", "yield", "block")
+        assert set(x) >= {"heartbeat_age_s", "records_in", "records_out", "waits", "errors", "last_error"}
+    assert {r["name"] for r in s["rings"]} == {"ticks", "counts"}
+    for r in s["rings"]:
+        assert set(r) >= {"fill", "producer_pos", "consumer_pos", "producer_waits", "consumer_waits"}
+        assert 0 <= r["fill"] <= r["capacity"]
+    assert sorted(p.segments()) == sorted(f"{p.name}.{x}" for x in ("counts", "lock", "status", "ticks"))
+    for seg in p.segments():
+        assert stat.S_IMODE(os.stat(f"/dev/shm/{seg}").st_mode) == 0o600
+    assert stat.S_IMODE(os.stat(p.run_dir / "control.sock").st_mode) == 0o600
+    table = cli("status", "--run-dir", str(p.run_dir)).stdout
+    assert "ticks" in table and "heartbeat" not in table.lower() or "beat" in table
+
+    # restart the middle stage twice on request: new pid, same CPUs, neighbours untouched, nothing lost
+    others = {x["name"]: x["pid"] for x in s["stages"] if x["name"] != "counter"}
+    old = _stage(s, "counter")
+    for _ in range(2):
+        out = cli("restart", "counter", "--run-dir", str(p.run_dir)).stdout
+        assert "restarted counter" in out
+    p.wait_for(lambda s: _stage(s, "counter")["state"] == "running", what="counter running")
+    before = _stage(p.status(), "sink")["records_in"]
+    s2 = p.wait_for(lambda s: _stage(s, "sink")["records_in"] > before + 500, what="records flowing again")
+    new = _stage(s2, "counter")
+    assert new["pid"] != old["pid"] and new["cpus"] == old["cpus"] and new["restarts"] == 2
+    assert {x["name"]: x["pid"] for x in s2["stages"] if x["name"] != "counter"} == others
+    sink = _stage(s2, "sink")
+    assert sink["errors"] == 0 and sink["counters"]["gaps"] == 0 and sink["counters"]["dups"] == 0
+
+    bad = cli("restart", "nosuch", "--run-dir", str(p.run_dir), check=False)
+    assert bad.returncode == 1 and "no stage 'nosuch'" in bad.stderr
+
+    pids = [x["pid"] for x in s2["stages"]] + [s2["supervisor_pid"]]
+    cli("down", "--run-dir", str(p.run_dir))
+    assert p.segments() == []
+    assert not (p.run_dir / "control.sock").exists()
+    time.sleep(0.2)
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                   for pid in pids)
+    recs = p.sink_records(COUNT)
+    assert len(recs) > 1000 and (recs["seq"] == range(len(recs))).all()
+    assert (recs["src_seq"] == range(len(recs))).all()
+
+
+def test_supervisor_restarts_dead_and_silent_stages(make_pipeline) -> None:
+    p = make_pipeline(RUNNING.replace("heartbeat_timeout_s = 3.0", "heartbeat_timeout_s = 1.0"))
+    p.up()
+    src = _stage(p.status(), "source")
+    os.kill(src["pid"], signal.SIGKILL)
+    s = p.wait_for(lambda s: _stage(s, "source")["restarts"] == 1 and _stage(s, "source")["state"] == "running",
+                   what="source restarted after SIGKILL")
+    assert _stage(s, "source")["pid"] != src["pid"]
+    # a stage that stops beating (SIGSTOP: alive but silent) is killed and replaced
+    sink = _stage(s, "sink")
+    os.kill(sink["pid"], signal.SIGSTOP)
+    s = p.wait_for(lambda s: _stage(s, "sink")["restarts"] == 1 and _stage(s, "sink")["state"] == "running",
+                   what="silent sink restarted")
+    assert "heartbeat stopped" in _stage(s, "sink")["reason"]
+    assert not psutil.pid_exists(sink["pid"]) or psutil.Process(sink["pid"]).status() == psutil.STATUS_ZOMBIE
+    before = _stage(s, "sink")["records_in"]
+    s = p.wait_for(lambda s: _stage(s, "sink")["records_in"] > before + 500, what="records flowing")
+    assert _stage(s, "sink")["counters"]["gaps"] == 0 and _stage(s, "sink")["counters"]["dups"] == 0
+
+
+def test_crash_loop_is_capped_and_status_says_why(make_pipeline) -> None:
+    text = RUNNING.replace('kind = "synthetic"', 'kind = "stages_for_tests:Crash"')
+    text = text.replace("[stages.source.params]\nrate_hz = 2500\nspeed = 1\nseed = 11\ncount = 0\n", "")
+    text = text.replace("max_restarts = 10", "max_restarts = 2")
+    p = make_pipeline(text)
+    p.up()
+    s = p.wait_for(lambda s: _stage(s, "source")["state"] == "failed", what="source marked failed")
+    src = _stage(s, "source")
+    assert src["restarts"] == 2 and src["pid"] is None
+    assert "exited with code 7" in src["reason"] and "max_restarts" in src["reason"]
+    assert "failed" in cli("status", "--run-dir", str(p.run_dir)).stdout
+    assert _stage(s, "counter")["state"] == "running", "the other stages keep running"
+
+
+def test_killed_supervisor_is_cleaned_up_by_next_up(make_pipeline) -> None:
+    p = make_pipeline(RUNNING)
+    p.up()
+    s = p.status()
+    os.kill(s["supervisor_pid"], signal.SIGKILL)
+    time.sleep(0.3)
+    orphans = [x["pid"] for x in s["stages"]]
+    assert all(psutil.pid_exists(pid) for pid in orphans)
+    again = p.up()
+    assert "cleared what a previous run left" in again.stdout
+    s2 = p.status()
+    assert all(x["state"] == "running" for x in s2["stages"])
+    assert not set(orphans) & {x["pid"] for x in s2["stages"]}
+    time.sleep(0.2)
+    assert not any(psutil.pid_exists(pid) and psutil.Process(pid).status() != psutil.STATUS_ZOMBIE
+                   for pid in orphans), "stale stage processes left running"
+    assert {f"stage process {pid}" for pid in orphans} <= set(s2["cleared_at_start"])
+    assert f"/dev/shm/{p.name}.ticks" in s2["cleared_at_start"]
+    # the sink began a new stream for the new rings and kept the old one aside
+    assert len(list(p.run_dir.glob("sink.*.bin"))) == 1
+    before = _stage(s2, "sink")["records_in"]
+    s3 = p.wait_for(lambda s: _stage(s, "sink")["records_in"] > before + 500, what="records flowing")
+    assert all(x["restarts"] == 0 and x["errors"] == 0 for x in s3["stages"])
+
+
+def test_second_up_of_a_running_pipeline_is_refused(make_pipeline) -> None:
+    p = make_pipeline(RUNNING)
+    p.up()
+    q = cli("up", "--config", str(p.config), "--run-dir", str(p.run_dir.parent / "other"), "--detach",
+            check=False)
+    assert q.returncode == 1 and "already running" in q.stderr
+    assert all(x["state"] == "running" for x in p.status()["stages"])
+
+
+def test_bad_config_fails_before_anything_starts(tmp_path: Path) -> None:
+    cfg = tmp_path / "bad.toml"
+    cfg.write_text(RUNNING.replace("{name}", "tbadcfg").replace("capacity = 65536", "capacity = 1000", 1))
+    r = cli("up", "--config", str(cfg), "--run-dir", str(tmp_path / "run"), check=False)
+    assert r.returncode == 1
+    lines = r.stderr.strip().splitlines()
+    assert len(lines) == 1 and "rings.ticks.capacity" in lines[0] and "power of two" in lines[0]
+    assert not list(Path("/dev/shm").glob("tbadcfg.*")) and not (tmp_path / "run" / "control.sock").exists()
+
+
+def test_foreground_up_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
+    cfg = tmp_path / "fg.toml"
+    cfg.write_text(RUNNING.replace("{name}", "tfg" + str(os.getpid())))
+    proc = subprocess.Popen([sys.executable, "-m", "pipeline.cli", "up", "--config", str(cfg), "--run-dir",
+                             str(tmp_path / "run")], stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            env=ENV)
+    deadline = time.monotonic() + 60
+    while time.monotonic() < deadline and not (tmp_path / "run" / "control.sock").exists():
+        time.sleep(0.05)
+    reply = {}
+    while time.monotonic() < deadline and not reply.get("ready"):
+        reply = request(tmp_path / "run", {"cmd": "ping"})
+        time.sleep(0.05)
+    assert reply.get("ready")
+    proc.send_signal(signal.SIGINT)
+    out, _ = proc.communicate(timeout=60)
+    assert proc.returncode == 0, out
+    assert "stopped" in out
+    assert not list(Path("/dev/shm").glob(f"tfg{os.getpid()}.*"))
+    assert (tmp_path / "run" / "sink.bin").stat().st_size > 0
+
+
+def test_control_socket_rejects_unknown_commands(make_pipeline) -> None:
+    p = make_pipeline(RUNNING)
+    p.up()
+    assert request(p.run_dir, {"cmd": "rm -rf"}) == {
+        "ok": False, "error": "unknown command 'rm -rf' (commands: ping, status, restart, down)"}
+    with socket.socket(socket.AF_UNIX) as s:
+        s.connect(str(p.run_dir / "control.sock"))
+        s.sendall(b"not json\n")
+        reply = json.loads(s.makefile().readline())
+    assert reply["ok"] is False and "bad request" in reply["error"]
+    assert all(x["state"] == "running" for x in p.status()["stages"])
+
+
+@pytest.mark.parametrize("flag", ["--check"])
+def test_tweaks_command_reports_each_tweak(flag: str, tmp_path: Path) -> None:
+    r = cli("tweaks", flag, "--root", str(tmp_path))
+    for name in ("sleep-targets", "cpu-dma-latency", "cpu-governor"):
+        assert name in r.stdout
+    assert "not possible" in r.stdout
