@@ -158,6 +158,16 @@ def parse(text: str, source: str = "<config>", host_cpus: set[int] | None = None
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise _fail(source, "", f"not valid TOML: {e}") from None
+    # tables of named entries are converted one by one, so an error names the entry (msgspec says "[...]")
+    for table, spec in (("rings", RingSpec), ("stages", StageSpec)):
+        entries = raw.get(table)
+        if isinstance(entries, dict):
+            for name, value in entries.items():
+                try:
+                    msgspec.convert(value, spec, strict=True)
+                except msgspec.ValidationError as e:
+                    key, problem = _describe(e)
+                    raise _fail(source, f"{table}.{name}" + (f".{key}" if key else ""), problem) from None
     try:
         cfg = msgspec.convert(raw, PipelineConfig, strict=True)
     except msgspec.ValidationError as e:

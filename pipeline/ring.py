@@ -571,7 +571,8 @@ class Ring:
         return out[count - valid:]
 
     def history(self, k: int) -> np.ndarray:
-        """The last (up to) ``k`` records behind the consumer cursor, oldest first, for state rebuild."""
+        """The last (up to) ``k`` records behind the consumer cursor, oldest first, for state rebuild. At most
+        capacity - 1: the slot the producer writes next may be in the middle of being overwritten."""
         cons = self.consumer_pos
         return self.read(cons - k, min(k, cons))
 
