@@ -19,7 +19,8 @@ from pipeline.control import SOCKET_NAME, ControlError, find_run_dir, request
 # `up` imports the supervisor (numba and the stage runtime) when it runs, so status/restart/down start fast
 CONFIG_NAME = "config.toml"
 
-app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False, help="Run and control a lowlat pipeline.")
+app = typer.Typer(add_completion=False, no_args_is_help=True, pretty_exceptions_enable=False,
+                  help="Run and control a lowlat pipeline.")
 out = Console(width=None if sys.stdout.isatty() else 200)
 err = Console(stderr=True, width=None if sys.stderr.isatty() else 200)
 
@@ -112,7 +113,7 @@ def _report_cleanup(cleaned: list[str]) -> None:
 
 
 def _up_detached(rd: Path, duration: float | None, tweaks: bool, ready_timeout: float) -> None:
-    log = open(rd / "supervisor.log", "ab")  # noqa: SIM115 - the child owns it
+    log = open(rd / "supervisor.log", "ab")
     args = [sys.executable, "-m", "pipeline.supervisor", str(rd), "-" if duration is None else str(duration)]
     proc = subprocess.Popen(args + (["--tweaks"] if tweaks else []), stdin=subprocess.DEVNULL, stdout=log,
                             stderr=subprocess.STDOUT, start_new_session=True)
@@ -185,12 +186,13 @@ def tweaks(
     apply: bool = typer.Option(False, "--apply", help="Apply the tweaks that are possible here."),
     revert: bool = typer.Option(False, "--revert", help="Undo what --apply did."),
     root: Path = typer.Option(Path("/"), "--root", help="Host root (a fake root directory for testing)."),
-    state_dir: Path = typer.Option(Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "lowlat",
-                                   "--state-dir", help="Where --apply records what to revert."),
+    state_dir: Path | None = typer.Option(None, "--state-dir", help="Where --apply records what to revert "
+                                          "(default: $XDG_STATE_HOME/lowlat or ~/.local/state/lowlat)."),
 ) -> None:
     """Host tweaks: systemd sleep targets masked, /dev/cpu_dma_latency at 0, performance governor."""
     from pipeline import tweaks as host_tweaks
 
+    state_dir = state_dir or Path(os.environ.get("XDG_STATE_HOME", Path.home() / ".local/state")) / "lowlat"
     if apply + revert + check > 1:
         raise _fail("choose one of --check, --apply, --revert")
     if apply or revert:

@@ -182,7 +182,7 @@ class Supervisor:
         assert self.block is not None
         row = self.block.rows[sp.index]
         row["pid"], row["state"], row["heartbeat_ns"] = 0, st.STARTING, time.perf_counter_ns()
-        log = open(self.run_dir / "logs" / f"{sp.name}.log", "ab")  # noqa: SIM115 - the child owns it
+        log = open(self.run_dir / "logs" / f"{sp.name}.log", "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
         sp.proc = subprocess.Popen([sys.executable, "-m", "pipeline.stage", str(self.run_dir), sp.name, sp.wait],
                                    stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)

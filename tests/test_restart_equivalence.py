@@ -18,6 +18,10 @@ COUNT_N = 150_000  # 60 s of flow at 2500/s for the killed run: 20 kill/restart 
 FIELDS = ["seq", "src_seq", "src_ring", "ts_event_ms", "instrument", "flags", "count", "mid"]
 
 
+def _counter(status: dict) -> dict:
+    return next(x for x in status["stages"] if x["name"] == "counter")
+
+
 def _run(make_pipeline, sub: str, kills: int, seed: int, speed: float) -> tuple[np.ndarray, dict]:
     p = make_pipeline(BASE_CONFIG.format(name="{name}", speed=speed, count=COUNT_N, max_restarts=100), sub)
     p.up()
@@ -31,8 +35,7 @@ def _run(make_pipeline, sub: str, kills: int, seed: int, speed: float) -> tuple[
         assert p.stage("sink")["records_in"] < COUNT_N, "the run ended before all kills were done"
         os.kill(st["pid"], signal.SIGKILL)
         done += 1
-        p.wait_for(lambda s: next(x for x in s["stages"] if x["name"] == "counter")["pid"] not in (None, st["pid"])
-                   and next(x for x in s["stages"] if x["name"] == "counter")["state"] == "running",
+        p.wait_for(lambda s, old=st["pid"]: _counter(s)["pid"] not in (None, old) and _counter(s)["state"] == "running",
                    what="counter restarted")
     final = p.wait_for(lambda s: next(x for x in s["stages"] if x["name"] == "sink")["records_in"] >= COUNT_N,
                        timeout=120, what="sink to receive every record")

@@ -51,7 +51,7 @@ def test_segment_is_owner_only_and_attach_checks_everything(name: str) -> None:
         Ring.attach(name + "x", PING)
     with open(segment_path(name), "r+b") as f:
         f.truncate(HEADER_BYTES + 100)
-    with pytest.raises(RingError, match="bad magic|corrupt|version"):
+    with pytest.raises(RingError, match="corrupt header"):
         Ring.attach(name, PING)
     with open(segment_path(name), "wb") as f:
         f.write(os.urandom(4096))

@@ -3,7 +3,6 @@ replay from history with dedup, SIGTERM exits cleanly."""
 
 from __future__ import annotations
 
-import os
 import signal
 import subprocess
 import sys
