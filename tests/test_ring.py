@@ -16,7 +16,7 @@ from hypothesis import strategies as hs
 
 from pipeline.dedup import admit, admit_py
 from pipeline.records import BBO, PING, record_dtype
-from pipeline.ring import HEADER_BYTES, W_VERSION, Ring, RingError, segment_path
+from pipeline.ring import HEADER_BYTES, VERSION, W_VERSION, Ring, RingError, segment_path
 
 
 @pytest.fixture
@@ -46,6 +46,7 @@ def test_segment_is_owner_only_and_attach_checks_everything(name: str) -> None:
     ring.hdr[W_VERSION] = 99
     with pytest.raises(RingError, match="layout version 99"):
         Ring.attach(name, PING)
+    ring.hdr[W_VERSION] = VERSION
     ring.close()
     with pytest.raises(RingError, match="no segment"):
         Ring.attach(name + "x", PING)
