@@ -60,3 +60,18 @@ def test_ring_without_consumer_and_not_toml() -> None:
     text = GOOD + '\n[rings.spare]\ntype = "bbo"\n'
     assert _err(text) == "x.toml: rings.spare: no stage produces this ring"
     assert _err("name = [").startswith("x.toml: not valid TOML:")
+
+
+def test_placement_and_default_wait_follow_the_core_count() -> None:
+    from pipeline.supervisor import assign
+
+    cfg = parse(GOOD, "x.toml", set(range(8)))
+    # 2 cores: CPU 0 left to the OS and supervisor, every stage shares CPU 1, so none may spin
+    assert assign(cfg, {0, 1}) == {n: ([1], "block") for n in ("source", "counter", "sink")}
+    # 8 cores: a CPU of its own for each stage, so they spin
+    assert assign(cfg, set(range(8))) == {"source": ([1], "spin"), "counter": ([2], "spin"), "sink": ([3], "spin")}
+    # a configured wait wins; a configured CPU shared with another stage makes the other one block
+    text = GOOD.replace('kind = "count"', 'kind = "count"\ncpus = [1]')
+    text = text.replace('kind = "check"', 'kind = "check"\nwait = "yield"')
+    placed = assign(parse(text, "x.toml", set(range(8))), set(range(8)))
+    assert placed == {"source": ([1], "block"), "counter": ([1], "block"), "sink": ([2], "yield")}

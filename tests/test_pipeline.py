@@ -181,7 +181,10 @@ def test_foreground_up_stops_cleanly_on_ctrl_c(tmp_path: Path) -> None:
 
 def test_control_socket_rejects_unknown_commands(make_pipeline) -> None:
     p = make_pipeline(RUNNING)
-    p.up()
+    p.up("--tweaks")
+    tw = p.status()["tweaks"]  # in a container most are "not possible": reported, and the pipeline runs
+    assert [t["name"] for t in tw] == ["sleep-targets", "cpu-dma-latency", "cpu-governor"]
+    assert all(t["status"] in ("applied", "already set", "not possible") and t["detail"] for t in tw)
     assert request(p.run_dir, {"cmd": "rm -rf"}) == {
         "ok": False, "error": "unknown command 'rm -rf' (commands: ping, status, restart, down)"}
     with socket.socket(socket.AF_UNIX) as s:
