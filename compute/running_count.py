@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.clock import monotonic_ns
 from pipeline.dedup import LAST, admit
-from pipeline.ring import PUSH_WAKE, claim, peek, publish, release
+from pipeline.ring import claim, peek, publish, release
 from pipeline.stage import Stage, StageContext
 
 BATCH = 1024
@@ -23,12 +23,11 @@ BATCH = 1024
 @numba.njit(nogil=True, cache=True)
 def count_step(in_hdr, in_slots, out_hdr, out_data, out_slots, counts, marks, max_n):
     """Consume up to max_n ticks: pop, count, publish, release, all in one call.
-    Returns (consumed, published, output_full, wake)."""
+    Returns (consumed, published, output_full)."""
     cap_in = in_slots.shape[0]
     cap_out = out_slots.shape[0]
     n = 0
     out = 0
-    wake = 0
     while n < max_n:
         i = peek(in_hdr, cap_in)
         if i < 0:
@@ -37,7 +36,7 @@ def count_step(in_hdr, in_slots, out_hdr, out_data, out_slots, counts, marks, ma
         if admit(marks, 0, r.seq):
             j = claim(out_hdr, cap_out)
             if j < 0:
-                return n, out, 1, wake
+                return n, out, 1
             counts[r.instrument] += 1
             o = out_slots[j]
             o.src_seq = r.seq
@@ -49,12 +48,11 @@ def count_step(in_hdr, in_slots, out_hdr, out_data, out_slots, counts, marks, ma
             o.count = counts[r.instrument]
             o.mid = 0.5 * (r.bid_px + r.ask_px)
             o.t_pub_ns = monotonic_ns()
-            if publish(out_hdr, out_data, 1) == PUSH_WAKE:
-                wake = 1
+            publish(out_hdr, out_data, 1)
             out += 1
         release(in_hdr, 1)
         n += 1
-    return n, out, 0, wake
+    return n, out, 0
 
 
 def count_step_py(inputs: np.ndarray, counts: np.ndarray) -> list[tuple[int, int, int]]:
@@ -94,10 +92,8 @@ class RunningCount(Stage):
 
     def step(self) -> int:
         """Process what is in the input ring (one compiled call per batch)."""
-        n, out, full, wake = count_step(self.inp.hdr, self.inp.slots, self.out.hdr, self.out.data,
+        n, out, full = count_step(self.inp.hdr, self.inp.slots, self.out.hdr, self.out.data,
                                         self.out.slots, self.counts, self.marks, BATCH)
-        if wake:
-            self.out.ring_doorbell()
         row = self.ctx.row
         row["records_in"] += n
         row["records_out"] += out

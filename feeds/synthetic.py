@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.clock import monotonic_ns
 from pipeline.dedup import LAST
-from pipeline.ring import PUSH_WAKE, claim, publish
+from pipeline.ring import claim, publish
 from pipeline.stage import Stage, StageContext
 
 
@@ -85,13 +85,12 @@ def fast_forward(state, seed, k0, k1, phi, vol, svol):
 def emit(hdr, data, slots, state, venue_seq, seed, k0, n, m):
     """Generate and publish ticks k0..k0+n-1. ``m`` holds the model's float parameters:
     phi, vol, svol, beta, ln(a0 / b0**beta), rate_hz, tick_a, tick_b, start_ms, leg_a, leg_b.
-    Returns (ticks published, 1 if the consumer must be woken)."""
+    Returns the number of ticks published (fewer than n when the ring is full)."""
     phi, vol, svol, beta, c = m[0], m[1], m[2], m[3], m[4]
-    wake = 0
     for i in range(n):
         j = claim(hdr, data.shape[0])
         if j < 0:
-            return i, wake
+            return i
         k = k0 + i
         advance(state, seed, k, phi, vol, svol)
         a_leg = _u01(seed, k, 4) < 0.5
@@ -116,9 +115,8 @@ def emit(hdr, data, slots, state, venue_seq, seed, k0, n, m):
         venue_seq[inst] += 1
         rec.venue_seq = venue_seq[inst]
         rec.t_pub_ns = monotonic_ns()
-        if publish(hdr, data, 1) == PUSH_WAKE:
-            wake = 1
-    return n, wake
+        publish(hdr, data, 1)
+    return n
 
 
 class SyntheticSource(Stage):
@@ -168,10 +166,8 @@ class SyntheticSource(Stage):
         if n <= 0:
             self._idle(p.count and self.k >= p.count)
             return 0
-        done, wake = emit(self.out.hdr, self.out.data, self.out.slots, self.state, self.venue_seq, p.seed,
+        done = emit(self.out.hdr, self.out.data, self.out.slots, self.state, self.venue_seq, p.seed,
                           self.k, n, self.m)
-        if wake:
-            self.out.ring_doorbell()
         if done < n:
             self.ctx.row["waits"] += 1
             self.out.output_full(self.ctx.wait)

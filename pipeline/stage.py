@@ -128,14 +128,14 @@ class Stage:
 def _wait_for_input(ctx: StageContext) -> None:
     """Idle wait on the first input ring by the stage's strategy."""
     ctx.row["waits"] += 1
-    if ctx.wait == "spin" or not ctx.inputs:
+    if not ctx.inputs:
         return
-    if ctx.wait == "yield":
-        os.sched_yield()
-    elif len(ctx.inputs) == 1:
-        ctx.inputs[0].sleep_until_ready(BLOCK_TIMEOUT_S)
-    else:  # one doorbell cannot cover several rings: short sleeps
+    if len(ctx.inputs) == 1:
+        ctx.inputs[0].wait_ready(ctx.wait, BLOCK_TIMEOUT_S)
+    elif ctx.wait == "block":  # one doorbell cannot cover several rings: short sleeps
         time.sleep(0.0002)
+    elif ctx.wait == "yield":
+        os.sched_yield()
 
 
 def _resume(ctx: StageContext, stage: Stage, positions: list[int]) -> None:

@@ -13,7 +13,7 @@ import numba
 import numpy as np
 
 from pipeline.records import PING
-from pipeline.ring import PUSH_WAKE, Ring, claim, peek, publish, release
+from pipeline.ring import Ring, claim, peek, publish, release
 
 WORDS = PING.itemsize // 8
 BAD_EXIT = 3
@@ -30,20 +30,18 @@ def word(s, w):
 
 @numba.njit(cache=True)
 def produce(hdr, data, start, n):
-    """Publish records start..start+n-1 (zero-copy claim/publish). Returns (published, wakes)."""
+    """Publish records start..start+n-1 (zero-copy claim/publish). Returns how many were published."""
     s = start
-    wakes = 0
     cap = data.shape[0]
     while s < start + n:
         i = claim(hdr, cap)
         if i < 0:
-            return s - start, wakes
+            return s - start
         for w in range(1, data.shape[1]):
             data[i, w] = word(s, w)
-        if publish(hdr, data, 1) == PUSH_WAKE:
-            wakes += 1
+        publish(hdr, data, 1)
         s += 1
-    return n, wakes
+    return n
 
 
 @numba.njit(cache=True)
@@ -76,9 +74,7 @@ def main() -> int:
         done = 0
         while done < count:
             if mode == "numba":
-                k, wakes = produce(ring.hdr, ring.data, done, min(4096, count - done))
-                if wakes:
-                    ring.ring_doorbell()
+                k = produce(ring.hdr, ring.data, done, min(4096, count - done))
                 done += k
             else:
                 for w in range(1, WORDS):

@@ -10,7 +10,9 @@ from pathlib import Path
 
 import pytest
 
-from bench.ring import PEERS, SEGMENT_PREFIX
+from bench.ring import BATCH, PEERS, SEGMENT_PREFIX, batch_consume, batch_produce, plan
+from pipeline.records import PING
+from pipeline.ring import Ring
 
 ROW_KEYS = {"transport", "placement", "p50_us", "p90_us", "p99_us", "p999_us", "max_us", "throughput_per_s",
             "count"}
@@ -70,3 +72,25 @@ def test_bench_is_a_command_group() -> None:
                           timeout=60)
     assert proc.returncode == 0
     assert "ring" in proc.stdout
+
+
+def test_batch_consumer_detects_a_wrong_sequence_number() -> None:
+    name = f"{SEGMENT_PREFIX}test.{os.getpid()}"
+    ring = Ring.create(name, PING, 64, replace=True)
+    try:
+        assert batch_produce(ring.hdr, ring.data, 0, 40, BATCH, 4) == 40
+        assert batch_consume(ring.hdr, ring.data, 0, 20, BATCH, 4) == 20
+        ring.data[25, 1] = 999  # record 25 now claims to be another record: a duplicate or a gap
+        assert batch_consume(ring.hdr, ring.data, 20, 40, BATCH, 4) == -(25 + 1)
+    finally:
+        ring.close()
+        Ring.unlink(name)
+
+
+def test_plan_skips_cross_cpu_on_one_cpu_and_pins_pairs() -> None:
+    cases, notes = plan(1000, ["lowlat-ring", "mp-pipe"], ["cross-cpu", "same-cpu"], cpus=[3])
+    assert notes and "cross-cpu" in notes[0]
+    assert {c.placement for c in cases} == {"same-cpu"}
+    assert all(c.producer_cpu == c.consumer_cpu == 3 for c in cases)
+    cases, _ = plan(1000, ["lowlat-ring"], ["cross-cpu"], cpus=[0, 1])
+    assert [(c.producer_cpu, c.consumer_cpu, c.wait) for c in cases] == [(0, 1, "spin")]

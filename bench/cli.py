@@ -1,0 +1,62 @@
+"""``bench``: benchmarks of the lowlat pipeline, one command each (``bench ring``; more to come)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+app = typer.Typer(help="lowlat benchmarks.", no_args_is_help=True, add_completion=False)
+
+
+@app.callback()
+def main() -> None:
+    """lowlat benchmarks. (A callback keeps `bench ring` a subcommand while it is the only command.)"""
+
+
+def _split(value: str) -> list[str]:
+    return [v.strip() for v in value.split(",") if v.strip()]
+
+
+@app.command()
+def ring(
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    count: Annotated[int, typer.Option(
+        "--count", min=10,
+        help="Latency records for the ring; the other counts scale with it (ring throughput 10x, batch path "
+             "250x, peers 0.5x for latency and 1x for throughput).")] = 200_000,
+    transports: Annotated[str, typer.Option(
+        help="Comma list of transports (default: all): lowlat-ring, lowlat-ring-batch, mp-queue, mp-pipe, "
+             "faster-fifo, zmq-ipc.")] = "",
+    placements: Annotated[str, typer.Option(help="Comma list: cross-cpu, same-cpu (default: both).")] = "",
+    rounds: Annotated[int, typer.Option(
+        min=1, help="Interleaved rounds over all transports; counts are split over them and pooled.")] = 3,
+) -> None:
+    """One-way latency and throughput of the shared-memory ring vs multiprocessing, faster-fifo and zmq."""
+    from rich.console import Console
+
+    from bench import ring as bench_ring
+
+    console = Console()
+    try:
+        report = bench_ring.run(
+            count=count,
+            transports=_split(transports) or bench_ring.TRANSPORTS,
+            placements=_split(placements) or bench_ring.PLACEMENTS,
+            rounds=rounds,
+            progress=lambda s: console.print(f"[dim]running {s}[/]"),
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    except bench_ring.BenchError as e:
+        console.print(f"[bold red]bench ring failed:[/] {e}")
+        raise typer.Exit(1) from None
+    bench_ring.render(report, console)
+    if json_path is not None:
+        bench_ring.write_json(report, json_path)
+        console.print(f"wrote {json_path}")
+
+
+if __name__ == "__main__":
+    app()

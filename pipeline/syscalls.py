@@ -1,0 +1,76 @@
+"""Linux system calls as numba intrinsics: futex wait/wake and sched_yield, callable inside compiled loops.
+
+Written by hand because numba has no binding for them, and calling them through ctypes from Python costs a
+round trip out of compiled code plus about a microsecond of ctypes argument building per call, on exactly the
+path that decides wake-up latency. The functions are declared in LLVM IR and resolved against libc at link time
+(``llvm.add_symbol``, done at import so numba's on-disk cache can be loaded in any process).
+"""
+
+from __future__ import annotations
+
+import ctypes
+import platform
+
+from llvmlite import binding as llvm
+from llvmlite import ir
+from numba import types
+from numba.core import cgutils
+from numba.extending import intrinsic
+
+SYS_FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine(), -1)
+FUTEX_WAIT, FUTEX_WAKE = 0, 1  # shared (not FUTEX_PRIVATE): the word lives in a segment other processes map
+
+_libc = ctypes.CDLL(None)
+for _name in ("syscall", "sched_yield", "clock_gettime"):
+    llvm.add_symbol(_name, ctypes.cast(getattr(_libc, _name), ctypes.c_void_p).value)
+
+_i32, _i64 = ir.IntType(32), ir.IntType(64)
+
+
+def _syscall_fn(builder):
+    return cgutils.get_or_insert_function(builder.module, ir.FunctionType(_i64, [_i64], var_arg=True), "syscall")
+
+
+@intrinsic
+def futex_wait(typingctx, addr, expected, timeout_ns):
+    """Sleep while the 32-bit word at address ``addr`` equals ``expected``, at most ``timeout_ns``."""
+    sig = types.int64(types.uintp, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        addr_v, expected_v, timeout_v = (context.cast(builder, a, t, u) for a, t, u in
+                                         zip(args, signature.args, sig.args, strict=True))
+        ts_t = ir.LiteralStructType([_i64, _i64])
+        ts = cgutils.alloca_once(builder, ts_t)
+        billion = ir.Constant(_i64, 1_000_000_000)
+        builder.store(builder.sdiv(timeout_v, billion), cgutils.gep_inbounds(builder, ts, 0, 0))
+        builder.store(builder.srem(timeout_v, billion), cgutils.gep_inbounds(builder, ts, 0, 1))
+        return builder.call(_syscall_fn(builder), [
+            ir.Constant(_i64, SYS_FUTEX), addr_v, ir.Constant(_i64, FUTEX_WAIT),
+            builder.trunc(expected_v, _i32), builder.ptrtoint(ts, _i64)])
+
+    return sig, codegen
+
+
+@intrinsic
+def futex_wake(typingctx, addr):
+    """Wake every process sleeping on the 32-bit word at address ``addr``."""
+    sig = types.int64(types.uintp)
+
+    def codegen(context, builder, signature, args):
+        addr_v = context.cast(builder, args[0], signature.args[0], types.uintp)
+        return builder.call(_syscall_fn(builder), [
+            ir.Constant(_i64, SYS_FUTEX), addr_v, ir.Constant(_i64, FUTEX_WAKE), ir.Constant(_i32, 2**31 - 1)])
+
+    return sig, codegen
+
+
+@intrinsic
+def sched_yield(typingctx):
+    """Give the CPU to another runnable thread, if any."""
+
+    def codegen(context, builder, signature, args):
+        fn = cgutils.get_or_insert_function(builder.module, ir.FunctionType(_i32, []), "sched_yield")
+        builder.call(fn, [])
+        return context.get_dummy_value()
+
+    return types.void(), codegen
