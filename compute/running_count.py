@@ -14,7 +14,7 @@ import numpy as np
 
 from pipeline.clock import monotonic_ns
 from pipeline.dedup import LAST, admit
-from pipeline.ring import claim, peek, publish, release
+from pipeline.ring import claim, entry_point, peek, publish, release
 from pipeline.stage import Stage, StageContext
 
 BATCH = 1024
@@ -77,8 +77,8 @@ class RunningCount(Stage):
 
     def warm(self) -> None:
         """Compile the step."""
-        count_step(self.inp.hdr, self.inp.slots, self.out.hdr, self.out.data, self.out.slots, self.counts.copy(),
-                   self.marks.copy(), 0)
+        entry_point(count_step, self.inp.hdr, self.inp.slots, self.out.hdr, self.out.data, self.out.slots,
+                    self.counts, self.marks, 0)
 
     def rebuild(self) -> list[int]:
         """Counts from the last output of each instrument; resume after the last input published for."""

@@ -18,7 +18,7 @@ import numpy as np
 
 from pipeline.clock import monotonic_ns
 from pipeline.dedup import LAST
-from pipeline.ring import claim, publish
+from pipeline.ring import claim, entry_point, publish
 from pipeline.stage import Stage, StageContext
 
 
@@ -142,9 +142,9 @@ class SyntheticSource(Stage):
 
     def warm(self) -> None:
         """Compile the generator."""
-        fast_forward(self.state.copy(), self.params.seed, 0, 0, *self.m[:3])
-        emit(self.out.hdr, self.out.data, self.out.slots, self.state.copy(), self.venue_seq.copy(),
-             self.params.seed, 0, 0, self.m)
+        entry_point(fast_forward, self.state, self.params.seed, 0, 0, *self.m[:3])
+        entry_point(emit, self.out.hdr, self.out.data, self.out.slots, self.state, self.venue_seq, self.params.seed,
+                    0, 0, self.m)
 
     def rebuild(self) -> list[int]:
         """Resume after the last tick published: fast-forward the latent state, restore venue sequences."""

@@ -345,9 +345,9 @@ def pop_wait_seg(seg, out, mode, spins, timeout_ns):
     return pop_wait(hdr, data, out, mode, spins, timeout_ns)
 
 
-def _entry(fn, *args):
-    """The compiled entry point of numba function ``fn`` for these argument types (compiled or loaded from the
-    cache on first use): calling it skips numba's type dispatch."""
+def entry_point(fn, *args):
+    """The compiled entry point of numba function ``fn`` for the types of ``args`` (compiled, or loaded from the
+    cache, without running anything): calling it skips numba's type dispatch. Also the way to warm a stage."""
     sig = tuple(numba.typeof(a) for a in args)
     if sig not in fn.overloads:
         fn.compile(sig)
@@ -384,10 +384,10 @@ class Ring:
         self.slots = self.data.view(self.dtype).reshape(self.capacity)
         self._one = np.zeros(1, dtype=self.dtype)
         self._one_words = self._one.view(np.uint64)
-        self._push = _entry(push_seg, self.seg, self._one_words)
-        self._pop = _entry(pop_seg, self.seg, self._one_words)
-        self._pop_wait = _entry(pop_wait_seg, self.seg, self._one_words, 0, 0, 0)
-        self._wait_ready = _entry(wait_ready, self.hdr, 0, 0, 0)
+        self._push = entry_point(push_seg, self.seg, self._one_words)
+        self._pop = entry_point(pop_seg, self.seg, self._one_words)
+        self._pop_wait = entry_point(pop_wait_seg, self.seg, self._one_words, 0, 0, 0)
+        self._wait_ready = entry_point(wait_ready, self.hdr, 0, 0, 0)
 
     # -- life cycle ----------------------------------------------------------------------------------------------
 
@@ -470,15 +470,12 @@ class Ring:
         segment_path(name).unlink(missing_ok=True)
 
     def warm(self) -> None:
-        """Compile (or load from numba's cache) the ring functions a Python stage calls, without side
-        effects, so the first real record does not pay for it."""
+        """Compile (or load from numba's cache) the ring functions a Python stage calls. Compiles only: nothing
+        runs, so it is safe on either end of a live ring."""
         empty = np.zeros((0, self.data.shape[1]), dtype=np.uint64)
-        peek_batch(self.hdr, self.data, empty)
-        release_n(self.hdr, 0)
-        pop_wait(self.hdr, self.data, self._one_words, SPIN, 0, 0)
-        read_range(self.hdr, self.data, 0, empty)
-        ready(self.hdr)
-        free_slots(self.hdr, self.capacity)
+        entry_point(peek_batch, self.hdr, self.data, empty)
+        entry_point(release_n, self.hdr, 0)
+        entry_point(read_range, self.hdr, self.data, 0, empty)
 
     # -- positions and counters ----------------------------------------------------------------------------------
 
