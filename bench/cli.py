@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import sys
 from pathlib import Path
 from typing import Annotated
 
@@ -38,7 +39,7 @@ def ring(
 
     from bench import ring as bench_ring
 
-    console = Console()
+    console = Console(width=None if sys.stdout.isatty() else 200)
     try:
         report = bench_ring.run(
             count=count,

@@ -34,6 +34,7 @@ import queue
 import shutil
 import socket
 import struct
+import sys
 import tempfile
 import time
 import traceback
@@ -900,7 +901,7 @@ def render(report: dict[str, Any], console: Any = None) -> None:
     from rich.console import Console
     from rich.table import Table
 
-    console = console or Console()
+    console = console or Console(width=None if sys.stdout.isatty() else 200)
     h, p = report["host"], report["params"]
     table = Table(title=f"bench ring: 64-byte records between two processes ({h['cpu_model']}, {h['cpu_count']} "
                         f"CPUs, kernel {h['kernel']}, Python {h['python']})")
