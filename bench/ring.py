@@ -281,6 +281,20 @@ def _warm_ring(name: str, wait: str) -> None:
         Ring.unlink(name)
 
 
+def _pace(t_next: int, i: int, ack: Any, yield_: bool) -> int:
+    """Wait (busy, or yielding) until ``t_next`` and until record ``i - 1`` was received, so one record at a time
+    is in flight; returns the time. Runs before the send is stamped, so its own cost is not measured."""
+    perf = time.perf_counter_ns
+    while True:
+        t = perf()
+        if t >= t_next and ack.value >= i:
+            return t
+        if yield_:
+            os.sched_yield()
+        if t > t_next + 10_000_000_000:
+            raise BenchError(f"latency record {i} not acknowledged within 10 s")
+
+
 def _ring_producer(case: Case, chan: str, ack: Any) -> Side:
     wait = case.wait
     _warm_ring(f"{chan}.warm{os.getpid()}", wait)
@@ -288,19 +302,12 @@ def _ring_producer(case: Case, chan: str, ack: Any) -> Side:
     words = np.zeros(1, dtype=PING).view(np.uint64)
     pw = memoryview(words)  # item access gives/takes Python ints without numpy scalar overhead
     push_words, perf, src_seq, t_pub = ring.push_words, time.perf_counter_ns, _W_SRC_SEQ, _W_T_PUB
-    yield_, sched_yield, interval = case.pace == "yield", os.sched_yield, case.interval_ns
+    yield_, interval = case.pace == "yield", case.interval_ns
     rnd = yield {}
     while True:
         t_next = perf()
         for i in range(rnd.latency):
-            while True:
-                t = perf()
-                if t >= t_next and ack.value >= i:
-                    break
-                if yield_:
-                    sched_yield()
-                if t > t_next + 10_000_000_000:
-                    raise BenchError(f"latency record {i} not acknowledged within 10 s")
+            t = _pace(t_next, i, ack, yield_)
             pw[src_seq] = i
             pw[t_pub] = perf()
             push_words(words, wait)
@@ -469,20 +476,13 @@ def _peer_receiver(case: Case, chan: Any, mode: str) -> tuple[Callable[[], Any],
 def _peer_producer(case: Case, chan: Any, ack: Any) -> Side:
     send, close = _peer_sender(case, chan)
     pack, perf = _PAYLOAD.pack, time.perf_counter_ns
-    yield_, sched_yield, interval = case.pace == "yield", os.sched_yield, case.interval_ns
+    yield_, interval = case.pace == "yield", case.interval_ns
     try:
         rnd = yield {}
         while True:
             t_next = perf()
             for i in range(rnd.latency):
-                while True:
-                    t = perf()
-                    if t >= t_next and ack.value >= i:
-                        break
-                    if yield_:
-                        sched_yield()
-                    if t > t_next + 10_000_000_000:
-                        raise BenchError(f"latency record {i} not acknowledged within 10 s")
+                t = _pace(t_next, i, ack, yield_)
                 send(pack(i, perf()))
                 t_next = t + interval
             _wait_ack(ack, rnd.latency, rnd, yield_)

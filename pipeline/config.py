@@ -146,12 +146,6 @@ def stage_class(kind: str) -> type:
         raise LookupError(f"stage kind {kind!r}: cannot load {target}: {e}") from None
 
 
-def stage_params(spec: StageSpec) -> msgspec.Struct:
-    """The stage's params converted to its class's ``Params`` struct (raises msgspec.ValidationError)."""
-    cls = stage_class(spec.kind)
-    return msgspec.convert(spec.params, cls.Params, strict=True)
-
-
 def parse(text: str, source: str = "<config>", host_cpus: set[int] | None = None) -> PipelineConfig:
     """Parse and check a config; raises ConfigError with one line naming the key."""
     try:

@@ -86,7 +86,6 @@ class StageProc:
     reason: str = ""
     restart_at: float = 0.0
     started: float = 0.0
-    last_exit: str = ""
 
 
 class Supervisor:
@@ -234,7 +233,6 @@ class Supervisor:
     def _crashed(self, sp: StageProc, why: str, now: float) -> None:
         sup = self.cfg.supervisor
         self._kill(sp, 0.0)
-        sp.last_exit = why
         while sp.recent and now - sp.recent[0] > sup.restart_window_s:
             sp.recent.popleft()
         if len(sp.recent) >= sup.max_restarts:
