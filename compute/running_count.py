@@ -87,6 +87,8 @@ class RunningCount(Stage):
             if rec["instrument"] not in seen:
                 seen.add(rec["instrument"])
                 self.counts[rec["instrument"]] = rec["count"]
+                if len(seen) == len(self.counts):
+                    break
         last = int(self.marks[0, LAST])
         return [last + 1 if last >= 0 else self.inp.consumer_pos]
 

@@ -150,8 +150,8 @@ class SyntheticSource(Stage):
         """Resume after the last tick published: fast-forward the latent state, restore venue sequences."""
         self.k = int(self.marks[0, LAST]) + 1
         fast_forward(self.state, self.params.seed, 0, self.k, *self.m[:3])
-        for rec in self.out.last_published(self.out.capacity):
-            self.venue_seq[rec["instrument"]] = max(self.venue_seq[rec["instrument"]], rec["venue_seq"])
+        tail = self.out.last_published(self.out.capacity)
+        np.maximum.at(self.venue_seq, tail["instrument"].astype(np.intp), tail["venue_seq"])
         self.t0 = time.perf_counter_ns()
         self.k0 = self.k
         return []

@@ -62,8 +62,8 @@ class Harness:
             rec["bid_px"], rec["ask_px"] = 100.0 + i, 101.0 + i
             self.ticks.push(rec)
 
-    def start_stage(self) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.stage", str(self.run_dir), "middle", "block"],
+    def start_stage(self, name: str = "middle") -> None:
+        self.proc = subprocess.Popen([sys.executable, "-m", "pipeline.stage", str(self.run_dir), name, "block"],
                                      env=ENV)
 
     def wait_out(self, n: int, timeout: float = 60) -> None:
@@ -147,3 +147,27 @@ def test_replay_from_history_publishes_only_what_is_missing(harness) -> None:
     assert list(out["src_seq"]) == [i // 2 for i in range(160)]
     assert list(out["flags"]) == [i % 2 for i in range(160)]
     assert h.block.rows[1]["deduped"] == 81  # 40 inputs x 2 outputs replayed from history + 1 of input 40
+
+
+def test_sink_counts_gaps_and_duplicates_and_keeps_every_record(harness) -> None:
+    h = harness("count", "count")
+    src = [0, 1, 2, 3, 5, 6, 6, 7]  # 4 lost upstream, 6 duplicated
+    for i in src:
+        o = np.zeros(1, COUNT)[0]
+        o["src_seq"], o["instrument"] = i, i % 2
+        h.out.push(o)
+    h.start_stage("sink")
+    deadline = time.monotonic() + 60
+    while h.out.consumer_pos < len(src):
+        assert h.proc.poll() is None and time.monotonic() < deadline, "sink died or stalled"
+        time.sleep(0.01)
+    time.sleep(0.1)
+    row = h.block.rows[2]
+    names = [n.decode() for n in row["counter_names"]]
+    counters = dict(zip(names, row["counters"], strict=True))
+    assert counters["gaps"] == 1 and counters["dups"] == 1 and row["errors"] == 2
+    assert h.proc.poll() is None, "bad input must not stop the sink"
+    assert row["last_error"].decode() == "duplicate: src_seq 6 after 6"
+    assert h.stop() == 0
+    kept = np.fromfile(h.run_dir / "sink.bin", dtype=COUNT)
+    assert list(kept["src_seq"]) == src, "the sink keeps what it received, bad records included"
