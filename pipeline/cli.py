@@ -164,8 +164,20 @@ def status(run_dir: Path | None = RunDir, as_json: bool = typer.Option(False, "-
 @app.command()
 def restart(stage: str = typer.Argument(..., help="Stage name."), run_dir: Path | None = RunDir) -> None:
     """Replace one stage's process; the others keep running and no record is lost."""
-    _, reply = _ask(run_dir, {"cmd": "restart", "stage": stage}, 120)
-    out.print(f"restarted {stage}: pid {reply['old_pid']} -> {reply['pid']}", highlight=False)
+    t0 = time.monotonic()
+    rd, reply = _ask(run_dir, {"cmd": "restart", "stage": stage}, 120)
+    deadline = t0 + 120
+    state = "starting"
+    while time.monotonic() < deadline:
+        st = next(s for s in _ask(rd, {"cmd": "status"})[1]["stages"] if s["name"] == stage)
+        state = st["state"]
+        if state in ("running", "failed"):
+            break
+        time.sleep(0.02)
+    out.print(f"restarted {stage}: pid {reply['old_pid']} -> {reply['pid']}, {state} after "
+              f"{time.monotonic() - t0:.2f} s", highlight=False)
+    if state != "running":
+        raise _fail(f"stage {stage} is {state}; see `pipeline status --run-dir {rd}`")
 
 
 @app.command()

@@ -54,7 +54,8 @@ def test_up_status_restart_down(make_pipeline) -> None:
     old = _stage(s, "counter")
     for _ in range(2):
         out = cli("restart", "counter", "--run-dir", str(p.run_dir)).stdout
-        assert "restarted counter" in out
+        assert "restarted counter" in out and "running after" in out
+        assert _stage(p.status(), "counter")["state"] == "running", "restart returns once the stage runs again"
     p.wait_for(lambda s: _stage(s, "counter")["state"] == "running", what="counter running")
     before = _stage(p.status(), "sink")["records_in"]
     s2 = p.wait_for(lambda s: _stage(s, "sink")["records_in"] > before + 500, what="records flowing again")
