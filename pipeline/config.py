@@ -92,6 +92,9 @@ class SupervisorSpec(_Strict):
     """Restarts allowed per ``restart_window_s``; one more marks the stage failed."""
     restart_window_s: float = 60.0
     """Window for ``max_restarts``."""
+    standby: bool = True
+    """Keep a warm standby process per stage (imports done, functions compiled) so a restart takes
+    milliseconds instead of an interpreter start; costs one idle process per stage."""
 
 
 class PipelineConfig(_Strict):

@@ -10,8 +10,9 @@ A stage is a subclass of ``Stage``. The runtime (``run``) gives it a status row 
   it (records already fully reflected in the published outputs are released unprocessed);
 - run logic on event time carried in records, never the wall clock.
 
-Run a stage: ``python -m pipeline.stage RUN_DIR STAGE WAIT`` (the supervisor does this; the run directory holds the
-config copy the pipeline was started with).
+Run a stage: ``python -m pipeline.stage RUN_DIR STAGE WAIT [--standby]`` (the supervisor does this; the run
+directory holds the config copy the pipeline was started with). A stage's ``__init__`` must not change anything
+outside the instance: a standby process constructs a throwaway instance to warm up.
 """
 
 from __future__ import annotations
@@ -153,35 +154,46 @@ def _resume(ctx: StageContext, stage: Stage, positions: list[int]) -> None:
             ring.skip(pos - cons)
 
 
-def run(run_dir: Path, name: str, wait: str) -> int:
-    """Run one stage until SIGTERM; the process's exit code."""
+def run(run_dir: Path, name: str, wait: str, standby: bool = False) -> int:
+    """Run one stage until SIGTERM; the process's exit code.
+
+    ``standby``: import and compile everything first (attaching the rings and warming a throwaway instance of the
+    stage, which must not change anything), then wait for the line ``go`` on stdin before taking over; the
+    supervisor keeps one such process per stage so a restart does not pay for interpreter start and imports."""
     cfg = load(run_dir / CONFIG_NAME)
     spec = cfg.stages[name]
     index = list(cfg.stages).index(name)
     block = st.StatusBlock.attach(cfg.name)
     row = block.rows[index]
-    now = time.perf_counter_ns()
-    row["pid"], row["state"], row["started_ns"], row["heartbeat_ns"] = os.getpid(), st.STARTING, now, now
+    cls = stage_class(spec.kind)
+    params = msgspec.convert(spec.params, cls.Params, strict=True)
     try:
         inputs = [Ring.attach(f"{cfg.name}.{r}", RECORD_TYPES[cfg.rings[r].type]) for r in spec.inputs]
         outputs = [Ring.attach(f"{cfg.name}.{r}", RECORD_TYPES[cfg.rings[r].type]) for r in spec.outputs]
     except RingError as e:
-        st.set_error(row, str(e), time.perf_counter_ns())
+        if not standby:
+            st.set_error(row, str(e), time.perf_counter_ns())
         print(f"[{name}] {e}", file=sys.stderr)
         return 2
     ctx = StageContext(name, cfg, spec, inputs, outputs, row, wait, run_dir)
+    for ring in inputs + outputs:
+        ring.warm()
+    if standby:
+        cls(ctx, params).warm()
+        if sys.stdin.readline().strip() != "go":  # EOF: the supervisor is gone or no longer needs us
+            return 0
+    now = time.perf_counter_ns()
+    row["pid"], row["state"], row["started_ns"], row["heartbeat_ns"] = os.getpid(), st.STARTING, now, now
 
     def on_term(signum: int, frame: object) -> None:
         ctx.stopping = True
 
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
-    cls = stage_class(spec.kind)
     try:
-        stage = cls(ctx, msgspec.convert(spec.params, cls.Params, strict=True))
-        for ring in inputs + outputs:
-            ring.warm()
-        stage.warm()
+        stage = cls(ctx, params)
+        if not standby:
+            stage.warm()
         row["state"] = st.REBUILDING
         ctx.beat()
         _resume(ctx, stage, stage.rebuild())
@@ -200,5 +212,14 @@ def run(run_dir: Path, name: str, wait: str) -> int:
     return 0
 
 
+def main(argv: list[str]) -> None:
+    """``python -m pipeline.stage RUN_DIR STAGE WAIT [--standby]``; exits without interpreter teardown (nothing
+    is left to flush once ``run`` returns, and a restart waits for this process to be gone)."""
+    code = run(Path(argv[0]), argv[1], argv[2] if len(argv) > 2 else "block", "--standby" in argv)
+    sys.stdout.flush()
+    sys.stderr.flush()
+    os._exit(code)
+
+
 if __name__ == "__main__":
-    sys.exit(run(Path(sys.argv[1]), sys.argv[2], sys.argv[3] if len(sys.argv) > 3 else "block"))
+    main(sys.argv[1:])

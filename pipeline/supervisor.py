@@ -86,6 +86,7 @@ class StageProc:
     reason: str = ""
     restart_at: float = 0.0
     started: float = 0.0
+    standby: subprocess.Popen | None = None
 
 
 class Supervisor:
@@ -177,21 +178,40 @@ class Supervisor:
             sock.unlink()
             self.cleaned.append(str(sock))
 
+    def _popen(self, sp: StageProc, standby: bool) -> subprocess.Popen:
+        """Start a stage process (or a standby for it) pinned to the stage's CPUs."""
+        log = open(self.run_dir / "logs" / f"{sp.name}.log", "ab")
+        env = dict(os.environ, PYTHONUNBUFFERED="1")
+        args = [sys.executable, "-m", "pipeline.stage", str(self.run_dir), sp.name, sp.wait]
+        proc = subprocess.Popen(args + (["--standby"] if standby else []), stdout=log, stderr=subprocess.STDOUT,
+                                stdin=subprocess.PIPE if standby else subprocess.DEVNULL, env=env)
+        log.close()
+        try:
+            psutil.Process(proc.pid).cpu_affinity(sp.cpus)
+        except psutil.Error as e:
+            sp.reason = f"could not pin to CPUs {sp.cpus}: {e}"
+        return proc
+
     def _spawn(self, sp: StageProc) -> None:
+        """Start the stage: hand over to its warm standby if it has a live one, else start a process; then
+        start the next standby."""
         assert self.block is not None
         row = self.block.rows[sp.index]
         row["pid"], row["state"], row["heartbeat_ns"] = 0, st.STARTING, time.perf_counter_ns()
-        log = open(self.run_dir / "logs" / f"{sp.name}.log", "ab")
-        env = dict(os.environ, PYTHONUNBUFFERED="1")
-        sp.proc = subprocess.Popen([sys.executable, "-m", "pipeline.stage", str(self.run_dir), sp.name, sp.wait],
-                                   stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT, env=env)
-        log.close()
-        try:
-            psutil.Process(sp.proc.pid).cpu_affinity(sp.cpus)
-        except psutil.Error as e:
-            sp.reason = f"could not pin to CPUs {sp.cpus}: {e}"
+        proc, sp.standby = sp.standby, None
+        if proc is not None:
+            try:
+                proc.stdin.write(b"go\n")
+                proc.stdin.close()
+            except OSError:  # the standby died: start from scratch
+                proc.kill()
+                proc.wait()
+                proc = None
+        sp.proc = proc or self._popen(sp, standby=False)
         sp.state = "starting"
         sp.started = time.monotonic()
+        if self.cfg.supervisor.standby:
+            sp.standby = self._popen(sp, standby=True)
 
     # -- watch ---------------------------------------------------------------------------------------------------
 
@@ -296,6 +316,7 @@ class Supervisor:
                             if n}
                 stages.append({
                     "name": sp.name, "kind": sp.kind, "pid": sp.proc.pid if alive else None, "cpus": sp.cpus,
+                    "standby_pid": sp.standby.pid if sp.standby and sp.standby.poll() is None else None,
                     "wait": sp.wait, "state": state,
                     "heartbeat_age_s": round(max(0, now - int(row["heartbeat_ns"])) / 1e9, 3) if alive else None,
                     "restarts": sp.restarts, "records_in": int(row["records_in"]),
@@ -404,6 +425,10 @@ class Supervisor:
             for sp in self.stages.values():
                 self._kill(sp, max(0.01, deadline - time.monotonic()))
                 sp.state = "stopped"
+                if sp.standby is not None:
+                    sp.standby.kill()
+                    sp.standby.wait()
+                    sp.standby = None
             for ring in self.rings.values():
                 ring.close()
             for rname in self.cfg.rings:

@@ -52,8 +52,12 @@ def test_up_status_restart_down(make_pipeline) -> None:
     # restart the middle stage twice on request: new pid, same CPUs, neighbours untouched, nothing lost
     others = {x["name"]: x["pid"] for x in s["stages"] if x["name"] != "counter"}
     old = _stage(s, "counter")
+    assert all(x["standby_pid"] and psutil.Process(x["standby_pid"]).cpu_affinity() == x["cpus"]
+               for x in s["stages"]), "every stage has a warm standby on its CPUs"
     for _ in range(2):
+        standby = _stage(p.status(), "counter")["standby_pid"]
         out = cli("restart", "counter", "--run-dir", str(p.run_dir)).stdout
+        assert _stage(p.status(), "counter")["pid"] == standby, "the warm standby took over"
         assert "restarted counter" in out and "running after" in out
         assert _stage(p.status(), "counter")["state"] == "running", "restart returns once the stage runs again"
     p.wait_for(lambda s: _stage(s, "counter")["state"] == "running", what="counter running")
@@ -61,6 +65,7 @@ def test_up_status_restart_down(make_pipeline) -> None:
     s2 = p.wait_for(lambda s: _stage(s, "sink")["records_in"] > before + 500, what="records flowing again")
     new = _stage(s2, "counter")
     assert new["pid"] != old["pid"] and new["cpus"] == old["cpus"] and new["restarts"] == 2
+    assert old["standby_pid"] != new["standby_pid"] and new["standby_pid"] is not None
     assert {x["name"]: x["pid"] for x in s2["stages"] if x["name"] != "counter"} == others
     sink = _stage(s2, "sink")
     assert sink["errors"] == 0 and sink["counters"]["gaps"] == 0 and sink["counters"]["dups"] == 0
@@ -103,7 +108,7 @@ def test_supervisor_restarts_dead_and_silent_stages(make_pipeline) -> None:
 def test_crash_loop_is_capped_and_status_says_why(make_pipeline) -> None:
     text = RUNNING.replace('kind = "synthetic"', 'kind = "stages_for_tests:Crash"')
     text = text.replace("[stages.source.params]\nrate_hz = 2500\nspeed = 1\nseed = 11\ncount = 0\n", "")
-    text = text.replace("max_restarts = 10", "max_restarts = 2")
+    text = text.replace("max_restarts = 10", "max_restarts = 2\nstandby = false")  # the path without standbys
     p = make_pipeline(text)
     p.up()
     s = p.wait_for(lambda s: _stage(s, "source")["state"] == "failed", what="source marked failed")
@@ -112,6 +117,7 @@ def test_crash_loop_is_capped_and_status_says_why(make_pipeline) -> None:
     assert "exited with code 7" in src["reason"] and "max_restarts" in src["reason"]
     assert "failed" in cli("status", "--run-dir", str(p.run_dir)).stdout
     assert _stage(s, "counter")["state"] == "running", "the other stages keep running"
+    assert all(x["standby_pid"] is None for x in s["stages"])
 
 
 def test_killed_supervisor_is_cleaned_up_by_next_up(make_pipeline) -> None:
