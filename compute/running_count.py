@@ -12,10 +12,10 @@ from __future__ import annotations
 import numba
 import numpy as np
 
-from pipeline.clock import monotonic_ns
 from pipeline.dedup import LAST, admit
 from pipeline.ring import claim, entry_point, peek, publish, release
 from pipeline.stage import Stage, StageContext
+from pipeline.syscalls import monotonic_ns
 
 BATCH = 1024
 

@@ -16,10 +16,10 @@ import msgspec
 import numba
 import numpy as np
 
-from pipeline.clock import monotonic_ns
 from pipeline.dedup import LAST
 from pipeline.ring import claim, entry_point, publish
 from pipeline.stage import Stage, StageContext
+from pipeline.syscalls import monotonic_ns
 
 
 class SyntheticParams(msgspec.Struct, forbid_unknown_fields=True):

@@ -59,9 +59,8 @@ import numba
 import numpy as np
 
 from pipeline.atomics import atomic_load, atomic_store, fence_acquire, fence_release, fence_seq_cst
-from pipeline.clock import monotonic_ns
 from pipeline.records import dtype_hash
-from pipeline.syscalls import futex_wait, futex_wake, sched_yield
+from pipeline.syscalls import futex_wait, futex_wake, monotonic_ns, sched_yield
 
 if sys.byteorder != "little":  # the doorbell futex is the low half of a 64-bit header word
     raise ImportError("lowlat rings need a little-endian host")
@@ -77,7 +76,6 @@ W_PROD, W_PROD_WAITS, W_RINGS, W_CONS_SEEN = 8, 9, 10, 11
 W_CONS, W_CONS_WAITS, W_PROD_SEEN = 16, 17, 18
 W_DOORBELL = 24
 
-WAIT_STRATEGIES = ("spin", "yield", "block")
 WAIT_CODES = {"spin": 0, "yield": 1, "block": 2}
 SPIN, YIELD, BLOCK = 0, 1, 2
 SPINS = (4096, 64, 128)
