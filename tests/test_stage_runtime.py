@@ -171,3 +171,29 @@ def test_sink_counts_gaps_and_duplicates_and_keeps_every_record(harness) -> None
     assert h.stop() == 0
     kept = np.fromfile(h.run_dir / "sink.bin", dtype=COUNT)
     assert list(kept["src_seq"]) == src, "the sink keeps what it received, bad records included"
+
+
+def test_count_step_matches_its_python_twin(tmp_path: Path) -> None:
+    from compute.running_count import count_step, count_step_py
+
+    name = f"t{uuid.uuid4().hex[:10]}"
+    inp, out = Ring.create(f"{name}.in", BBO, 256), Ring.create(f"{name}.out", COUNT, 256)
+    try:
+        rng = np.random.default_rng(5)
+        ticks = np.zeros(200, BBO)
+        ticks["instrument"] = rng.integers(0, 3, 200)
+        ticks["bid_px"] = rng.uniform(10, 20, 200)
+        ticks["ask_px"] = ticks["bid_px"] + 0.5
+        for t in ticks:
+            inp.push(t)
+        counts = np.zeros(3, np.uint64)
+        marks = np.array([[-1, 0]], np.int64)
+        assert count_step(inp.hdr, inp.slots, out.hdr, out.data, out.slots, counts, marks, 1000) == (200, 200, 0)
+        got = out.last_published(256)
+        want = count_step_py(inp.history(256), np.zeros(3, np.uint64))
+        assert [(int(r["src_seq"]), int(r["instrument"]), int(r["count"])) for r in got] == want
+        assert np.allclose(got["mid"], ticks["bid_px"] + 0.25)
+    finally:
+        for r in (inp, out):
+            r.close()
+            Ring.unlink(r.name)
