@@ -24,12 +24,12 @@ HEADER_FIELDS: list[tuple[str, str]] = [
 """The common header: 48 bytes, the same first fields in every record type."""
 
 
-def record_dtype(*fields: tuple[str, str]) -> np.dtype:
+def record_dtype(*fields: tuple) -> np.dtype:
     """A record dtype: the common header followed by ``fields``, padded to a multiple of 8 bytes."""
     dt = np.dtype(HEADER_FIELDS + list(fields))
     pad = -dt.itemsize % 8
     if pad:
-        dt = np.dtype(HEADER_FIELDS + list(fields) + [("_pad", f"V{pad}")])
+        dt = np.dtype(HEADER_FIELDS + list(fields) + [("_pad", "u1", (pad,))])  # numba cannot type void fields
     return dt
 
 
@@ -54,7 +54,38 @@ PING = record_dtype(
 )
 """Benchmark and stress-test record (64 bytes)."""
 
-RECORD_TYPES: dict[str, np.dtype] = {"bbo": BBO, "count": COUNT, "ping": PING}
+TRADE = record_dtype(
+    ("price", "<f8"),  # trade price
+    ("qty", "<f8"),  # trade size, base asset
+    ("trade_id", "<u8"),  # the exchange's trade id (Binance aggregate id for aggTrade; 0 when none)
+    ("side", "<i1"),  # taker side: 1 buy, -1 sell, 0 unknown
+)
+"""One public trade (80 bytes)."""
+
+BOOK_LEVELS = 10
+"""Levels per side in a BOOK record."""
+
+BOOK = record_dtype(
+    ("venue_seq", "<u8"),  # the book's sequence / last update id after the change
+    ("n_bids", "<u2"),  # how many bid levels are filled (the rest are 0)
+    ("n_asks", "<u2"),  # how many ask levels are filled
+    ("_gap", "<u4"),  # unused, keeps the levels 8-byte aligned
+    ("bid_px", "<f8", (BOOK_LEVELS,)),  # bid prices, best first
+    ("bid_qty", "<f8", (BOOK_LEVELS,)),  # sizes at those bids
+    ("ask_px", "<f8", (BOOK_LEVELS,)),  # ask prices, best first
+    ("ask_qty", "<f8", (BOOK_LEVELS,)),  # sizes at those asks
+)
+"""Top of a locally synchronized order book, after each applied change (384 bytes)."""
+
+# Flags of market-data records (``flags`` header field).
+FLAG_LOCAL_TIME = 1
+"""``ts_event_ms`` is the receive time: the venue sent no event time (Binance spot bookTicker)."""
+FLAG_FROM_BOOK = 2
+"""A BBO derived from the local order book rather than the venue's ticker stream."""
+FLAG_RESYNC = 4
+"""First record after a (re)connect or book resync: records before it may be missing."""
+
+RECORD_TYPES: dict[str, np.dtype] = {"bbo": BBO, "trade": TRADE, "book": BOOK, "count": COUNT, "ping": PING}
 """Record types by the name a config uses."""
 
 

@@ -1,0 +1,313 @@
+"""Where parsers put normalized market data: validation and counting, then a ring (or a list, for dumps and tests).
+
+Every parser (KuCoin, Binance, replay) calls one ``Emitter``: ``frame()`` once per received frame, then ``bbo()``,
+``trade()`` or ``book()`` per normalized record. The base class validates values (finite, positive, not crossed)
+and counts; a subclass stores the valid ones. ``RingEmitter`` writes them straight into a ring slot in one compiled
+call per record (hand-written: no library publishes into our ring layout); ``ListEmitter`` keeps them as tuples.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Callable
+from dataclasses import dataclass, field
+
+import numba
+import numpy as np
+
+from pipeline.records import BBO, BOOK, BOOK_LEVELS, TRADE
+from pipeline.ring import PUSH_OK, Ring, claim, entry_point, publish
+from pipeline.syscalls import monotonic_ns
+
+COUNTER_NAMES = ("frames", "parse_err", "bad_value", "gaps", "resyncs", "reconnects", "lat_us", "skewed")
+"""Feed counters in the stage's status row, in slot order (``lat_us``: last feed latency, receive - exchange)."""
+
+
+@dataclass
+class FeedCounts:
+    """What a feed has seen since it started."""
+
+    frames: int = 0
+    """Frames received (data and control)."""
+    records: int = 0
+    """Valid records emitted."""
+    parse_err: int = 0
+    """Frames that were not valid JSON or lacked required fields."""
+    bad_value: int = 0
+    """Records refused: zero, negative or NaN price or size, crossed book, out-of-order sequence."""
+    gaps: int = 0
+    """Sequence gaps seen (each triggers a book resync)."""
+    resyncs: int = 0
+    """Book resynchronisations started."""
+    reconnects: int = 0
+    """Websocket reconnects."""
+    lat_us: int = 0
+    """Latest feed latency, receive wall time - exchange event time, µs (negative: clock skew)."""
+    skewed: int = 0
+    """Records whose exchange time was later than our receive time (clock skew)."""
+    by_kind: dict[str, int] = field(default_factory=dict)
+    """Refusals by kind (e.g. ``nan_price``, ``crossed``)."""
+
+    def values(self) -> tuple[int, ...]:
+        """Counter values in ``COUNTER_NAMES`` order."""
+        return tuple(getattr(self, n) for n in COUNTER_NAMES)
+
+
+# -- compiled publishers (one call per record) -------------------------------------------------------------------
+
+
+@numba.njit(nogil=True, cache=True)
+def put_bbo(hdr, data, slots, src_seq, t_origin, ts_ms, inst, flags, bid, bid_qty, ask, ask_qty, venue_seq):
+    """Publish one BBO record; returns PUSH_OK, or 0 when the ring is full."""
+    j = claim(hdr, data.shape[0])
+    if j < 0:
+        return 0
+    rec = slots[j]
+    rec.src_seq = src_seq
+    rec.t_origin_ns = t_origin
+    rec.ts_event_ms = ts_ms
+    rec.src_ring = 0
+    rec.instrument = inst
+    rec.flags = flags
+    rec.bid_px = bid
+    rec.bid_qty = bid_qty
+    rec.ask_px = ask
+    rec.ask_qty = ask_qty
+    rec.venue_seq = venue_seq
+    rec.t_pub_ns = monotonic_ns()
+    publish(hdr, data, 1)
+    return PUSH_OK
+
+
+@numba.njit(nogil=True, cache=True)
+def put_trade(hdr, data, slots, src_seq, t_origin, ts_ms, inst, flags, price, qty, trade_id, side):
+    """Publish one TRADE record; returns PUSH_OK, or 0 when the ring is full."""
+    j = claim(hdr, data.shape[0])
+    if j < 0:
+        return 0
+    rec = slots[j]
+    rec.src_seq = src_seq
+    rec.t_origin_ns = t_origin
+    rec.ts_event_ms = ts_ms
+    rec.src_ring = 0
+    rec.instrument = inst
+    rec.flags = flags
+    rec.price = price
+    rec.qty = qty
+    rec.trade_id = trade_id
+    rec.side = side
+    rec.t_pub_ns = monotonic_ns()
+    publish(hdr, data, 1)
+    return PUSH_OK
+
+
+@numba.njit(nogil=True, cache=True)
+def put_book(hdr, data, slots, src_seq, t_origin, ts_ms, inst, flags, venue_seq, bids, asks):
+    """Publish one BOOK record from (n, 2) [price, qty] arrays, best first; returns PUSH_OK or 0 when full."""
+    j = claim(hdr, data.shape[0])
+    if j < 0:
+        return 0
+    rec = slots[j]
+    rec.src_seq = src_seq
+    rec.t_origin_ns = t_origin
+    rec.ts_event_ms = ts_ms
+    rec.src_ring = 0
+    rec.instrument = inst
+    rec.flags = flags
+    rec.venue_seq = venue_seq
+    nb = min(bids.shape[0], rec.bid_px.shape[0])
+    na = min(asks.shape[0], rec.ask_px.shape[0])
+    rec.n_bids = nb
+    rec.n_asks = na
+    for i in range(rec.bid_px.shape[0]):
+        if i < nb:
+            rec.bid_px[i] = bids[i, 0]
+            rec.bid_qty[i] = bids[i, 1]
+        else:
+            rec.bid_px[i] = 0.0
+            rec.bid_qty[i] = 0.0
+        if i < na:
+            rec.ask_px[i] = asks[i, 0]
+            rec.ask_qty[i] = asks[i, 1]
+        else:
+            rec.ask_px[i] = 0.0
+            rec.ask_qty[i] = 0.0
+    rec.t_pub_ns = monotonic_ns()
+    publish(hdr, data, 1)
+    return PUSH_OK
+
+
+# -- emitters ------------------------------------------------------------------------------------------------------
+
+
+def _bad_px(x: float) -> bool:
+    return not (x > 0.0) or x == math.inf  # catches NaN, zero, negative, inf
+
+
+class Emitter:
+    """Validates and counts normalized market data; subclasses store what passes (``_bbo``/``_trade``/``_book``).
+
+    ``report(kind, text)`` receives each refusal and parse problem (the stage rate-limits the log per kind)."""
+
+    def __init__(self, report: Callable[[str, str], None] | None = None) -> None:
+        self.counts = FeedCounts()
+        self.report = report or (lambda kind, text: None)
+        self.src_seq = 0
+        """Number of the current frame (1-based); records carry it as ``src_seq``."""
+        self.t_mono_ns = 0
+        """Monotonic receive time of the current frame (``t_origin_ns`` of its records)."""
+        self.t_wall_ns = 0
+        """Wall-clock receive time of the current frame (recorded receive time in replay)."""
+
+    def frame(self, t_mono_ns: int, t_wall_ns: int) -> None:
+        """Start a new received frame."""
+        self.src_seq += 1
+        self.counts.frames += 1
+        self.t_mono_ns = t_mono_ns
+        self.t_wall_ns = t_wall_ns
+
+    def bad(self, kind: str, text: str, counter: str = "bad_value") -> None:
+        """Count a refused frame or record under ``counter`` and ``kind``, and report it."""
+        setattr(self.counts, counter, getattr(self.counts, counter) + 1)
+        self.counts.by_kind[kind] = self.counts.by_kind.get(kind, 0) + 1
+        self.report(kind, text)
+
+    def _event_time(self, ts_ms: int, flags: int) -> tuple[int, int]:
+        if ts_ms <= 0:
+            return self.t_wall_ns // 1_000_000, flags | 1  # FLAG_LOCAL_TIME
+        lat_us = (self.t_wall_ns - ts_ms * 1_000_000) // 1000
+        self.counts.lat_us = lat_us
+        if lat_us < 0:
+            self.counts.skewed += 1
+        return ts_ms, flags
+
+    def bbo(self, inst: int, ts_ms: int, venue_seq: int, bid: float, bid_qty: float, ask: float, ask_qty: float,
+            flags: int = 0) -> bool:
+        """Emit a best bid/ask (``ts_ms`` 0: the venue sent no event time, use the receive time)."""
+        if _bad_px(bid) or _bad_px(ask) or _bad_px(bid_qty) or _bad_px(ask_qty):
+            self.bad("bad_price", f"instrument {inst}: bid {bid} x {bid_qty}, ask {ask} x {ask_qty}")
+            return False
+        if bid >= ask:
+            self.bad("crossed", f"instrument {inst}: crossed book, bid {bid} >= ask {ask}")
+            return False
+        ts_ms, flags = self._event_time(ts_ms, flags)
+        self._bbo(inst, ts_ms, venue_seq, bid, bid_qty, ask, ask_qty, flags)
+        self.counts.records += 1
+        return True
+
+    def trade(self, inst: int, ts_ms: int, trade_id: int, price: float, qty: float, side: int, flags: int = 0) -> bool:
+        """Emit a public trade; ``side`` is the taker's: 1 buy, -1 sell, 0 unknown."""
+        if _bad_px(price) or _bad_px(qty):
+            self.bad("bad_price", f"instrument {inst}: trade {price} x {qty}")
+            return False
+        ts_ms, flags = self._event_time(ts_ms, flags)
+        self._trade(inst, ts_ms, trade_id, price, qty, side, flags)
+        self.counts.records += 1
+        return True
+
+    def book(self, inst: int, ts_ms: int, venue_seq: int, bids: np.ndarray, asks: np.ndarray, flags: int = 0) -> bool:
+        """Emit the top levels of a synchronized book: (n, 2) [price, qty] arrays, best first."""
+        if bids.shape[0] and asks.shape[0] and bids[0, 0] >= asks[0, 0]:
+            self.bad("crossed", f"instrument {inst}: local book crossed, bid {bids[0, 0]} >= ask {asks[0, 0]}")
+            return False
+        ts_ms, flags = self._event_time(ts_ms, flags)
+        self._book(inst, ts_ms, venue_seq, bids[:BOOK_LEVELS], asks[:BOOK_LEVELS], flags)
+        self.counts.records += 1
+        return True
+
+    def _bbo(self, inst, ts_ms, venue_seq, bid, bid_qty, ask, ask_qty, flags) -> None:
+        raise NotImplementedError
+
+    def _trade(self, inst, ts_ms, trade_id, price, qty, side, flags) -> None:
+        raise NotImplementedError
+
+    def _book(self, inst, ts_ms, venue_seq, bids, asks, flags) -> None:
+        raise NotImplementedError
+
+
+class ListEmitter(Emitter):
+    """Keeps records as tuples ``(kind, src_seq, t_wall_ns, inst, ts_ms, flags, ...)`` (dumps, tests, benches)."""
+
+    def __init__(self, report: Callable[[str, str], None] | None = None) -> None:
+        super().__init__(report)
+        self.records: list[tuple] = []
+
+    def _bbo(self, inst, ts_ms, venue_seq, bid, bid_qty, ask, ask_qty, flags) -> None:
+        self.records.append(("bbo", self.src_seq, self.t_wall_ns, inst, ts_ms, flags,
+                             venue_seq, bid, bid_qty, ask, ask_qty))
+
+    def _trade(self, inst, ts_ms, trade_id, price, qty, side, flags) -> None:
+        self.records.append(("trade", self.src_seq, self.t_wall_ns, inst, ts_ms, flags, trade_id, price, qty, side))
+
+    def _book(self, inst, ts_ms, venue_seq, bids, asks, flags) -> None:
+        self.records.append(("book", self.src_seq, self.t_wall_ns, inst, ts_ms, flags, venue_seq,
+                             bids.copy(), asks.copy()))
+
+
+class RingEmitter(Emitter):
+    """Publishes each record into its type's ring as it comes (one compiled call per record). A full ring makes it
+    wait (lossless) until ``stop()`` is true.
+
+    ``rings`` maps a record kind (``bbo``, ``trade``, ``book``) to its output ring; kinds without a ring are
+    validated and counted but not stored. ``resume[kind]`` = (src_seq, n) skips that kind's records of earlier
+    frames and its first n of frame src_seq: what a restarted replay had already published."""
+
+    def __init__(self, rings: dict[str, Ring], wait: str = "yield", stop: Callable[[], bool] = lambda: False,
+                 report: Callable[[str, str], None] | None = None,
+                 resume: dict[str, tuple[int, int]] | None = None) -> None:
+        super().__init__(report)
+        self.rings = rings
+        self.wait = wait
+        self.stop = stop
+        self.resume = resume or {}
+        self._frame_out: dict[str, int] = {}
+        empty = np.zeros((0, 2))
+        self._put: dict[str, tuple] = {}
+        for kind, dtype, fn, args in (
+            ("bbo", BBO, put_bbo, (0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0)),
+            ("trade", TRADE, put_trade, (0, 0, 0, 0, 0, 0.0, 0.0, 0, 0)),
+            ("book", BOOK, put_book, (0, 0, 0, 0, 0, 0, empty, empty)),
+        ):
+            ring = rings.get(kind)
+            if ring is not None:
+                if ring.dtype != dtype:
+                    raise ValueError(f"ring {ring.name} holds {ring.dtype} records, not {kind}")
+                self._put[kind] = (ring, entry_point(fn, ring.hdr, ring.data, ring.slots, *args))
+
+    def frame(self, t_mono_ns: int, t_wall_ns: int) -> None:
+        super().frame(t_mono_ns, t_wall_ns)
+        if self.resume:
+            self._frame_out.clear()
+
+    def _skip(self, kind: str) -> bool:
+        """True if this record was already published before a restart."""
+        seq, n = self.resume.get(kind, (0, 0))
+        if self.src_seq > seq:
+            return False
+        out = self._frame_out[kind] = self._frame_out.get(kind, 0) + 1
+        return self.src_seq < seq or out <= n
+
+    def _push(self, kind: str, *args) -> None:
+        target = self._put.get(kind)
+        if target is None or (self.resume and self._skip(kind)):
+            return
+        ring, fn = target
+        while fn(ring.hdr, ring.data, ring.slots, self.src_seq, self.t_mono_ns, *args) != PUSH_OK:
+            if self.stop():
+                return
+            ring.output_full(self.wait)
+
+    def _bbo(self, inst, ts_ms, venue_seq, bid, bid_qty, ask, ask_qty, flags) -> None:
+        self._push("bbo", ts_ms, inst, flags, bid, bid_qty, ask, ask_qty, venue_seq)
+
+    def _trade(self, inst, ts_ms, trade_id, price, qty, side, flags) -> None:
+        self._push("trade", ts_ms, inst, flags, price, qty, trade_id, side)
+
+    def _book(self, inst, ts_ms, venue_seq, bids, asks, flags) -> None:
+        self._push("book", ts_ms, inst, flags, venue_seq, np.ascontiguousarray(bids), np.ascontiguousarray(asks))
+
+
+def now_ns() -> tuple[int, int]:
+    """(monotonic, wall-clock) receive time, ns."""
+    return time.perf_counter_ns(), time.time_ns()
