@@ -59,17 +59,44 @@ def ring_table(status: dict) -> Table:
     return t
 
 
-def _prepare(config: Path, run_dir: Path | None) -> Path:
-    from pipeline.config import ConfigError, load
+def _prepare(config: Path, run_dir: Path | None, replay: str | None = None, speed: str = "max") -> Path:
+    """Check the config and copy it into the run directory; ``--replay`` appends its ``[replay]`` table."""
+    import orjson
+
+    from pipeline.config import ConfigError, parse
 
     try:
-        cfg = load(config)
+        text = config.read_text()
+    except OSError as e:
+        raise _fail(f"{config}: cannot read config: {e.strerror}") from None
+    if replay:
+        files = [str(Path(f).resolve()) for f in replay.split(",") if f]
+        missing = [f for f in files if not Path(f).is_file()]
+        if missing:
+            raise _fail(f"--replay: no such file: {missing[0]}")
+        text += (f"\n[replay]  # added by pipeline up --replay\nfiles = {orjson.dumps(files).decode()}\n"
+                 f"speed = {_speed(speed)}\n")
+    try:
+        cfg = parse(text, str(config))
     except ConfigError as e:
         raise _fail(str(e)) from None
     rd = (run_dir or Path(cfg.run_dir or f"runs/{cfg.name}")).resolve()
     rd.mkdir(parents=True, exist_ok=True)
-    (rd / CONFIG_NAME).write_text(config.read_text())
+    (rd / CONFIG_NAME).write_text(text)
     return rd
+
+
+def _speed(text: str) -> float:
+    """``--speed``: a positive multiple of recorded time, or ``max`` (0: as fast as possible)."""
+    if text == "max":
+        return 0.0
+    try:
+        value = float(text)
+    except ValueError:
+        value = -1.0
+    if not value > 0:
+        raise _fail(f"--speed: expected a positive number or 'max', got {text!r}")
+    return value
 
 
 @app.command()
@@ -80,11 +107,14 @@ def up(
     duration: float | None = typer.Option(None, "--duration", help="Stop after this many seconds."),
     tweaks: bool = typer.Option(False, "--tweaks", help="Apply the host tweaks for the run, revert after."),
     ready_timeout: float = typer.Option(120.0, "--ready-timeout", help="Seconds to wait for every stage."),
+    replay: str | None = typer.Option(None, "--replay", help="Recordings (comma-separated) replace the config's "
+                                      "feeds; the run ends when they are replayed and every stage has drained."),
+    speed: str = typer.Option("max", "--speed", help="Replay pacing: a multiple of recorded time, or 'max'."),
 ) -> None:
     """Start a pipeline: rings, one pinned process per stage, control socket."""
     from pipeline.supervisor import Supervisor, SupervisorError
 
-    rd = _prepare(config, run_dir)
+    rd = _prepare(config, run_dir, replay, speed)
     if detach:
         _up_detached(rd, duration, tweaks, ready_timeout)
         return

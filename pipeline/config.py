@@ -24,6 +24,9 @@ STAGE_KINDS: dict[str, str] = {
     "synthetic": "feeds.synthetic:SyntheticSource",
     "count": "compute.running_count:RunningCount",
     "check": "pipeline.check_sink:CheckSink",
+    "kucoin": "feeds.kucoin:KucoinFeed",
+    "binance": "feeds.binance:BinanceFeed",
+    "replay": "feeds.replay:ReplayFeed",
 }
 """Stage kinds by the name a config uses; a config may also name any class as ``module:Class``."""
 
@@ -97,21 +100,25 @@ class SupervisorSpec(_Strict):
     milliseconds instead of an interpreter start; costs one idle process per stage."""
 
 
-class PipelineConfig(_Strict):
-    """A whole pipeline."""
+class ServiceSpec(_Strict):
+    """A helper process that is not a stage (no rings), e.g. the local exchange simulator: started before the
+    stages, restarted if it dies, stopped after them."""
 
-    name: str
-    """Pipeline name: prefix of its shared-memory segments (``/dev/shm/<name>.<ring>``)."""
-    instruments: list[Instrument]
-    """The instrument table."""
-    rings: dict[str, RingSpec]
-    """Rings by name."""
-    stages: dict[str, StageSpec]
-    """Stages by name, in start order."""
-    run_dir: str = ""
-    """Run directory (control socket, logs, stage outputs); default ``runs/<name>``."""
-    supervisor: SupervisorSpec = SupervisorSpec()
-    """Supervision settings."""
+    module: str
+    """Run as ``python -m <module> <args>``."""
+    args: list[str] = []
+    """Command-line arguments."""
+    port: int = 0
+    """Ready once 127.0.0.1:port accepts connections (0: ready once started)."""
+
+
+class ReplaySpec(_Strict):
+    """A replay run: recordings replace the config's feeds."""
+
+    files: list[str]
+    """Recordings, merged by receive time."""
+    speed: float = 0.0
+    """Pacing as a multiple of recorded time; 0: as fast as the pipeline takes it."""
 
 
 def _key_path(msg: str) -> tuple[str, str]:
@@ -169,8 +176,44 @@ def parse(text: str, source: str = "<config>", host_cpus: set[int] | None = None
         cfg = msgspec.convert(raw, PipelineConfig, strict=True)
     except msgspec.ValidationError as e:
         raise _fail(source, *_describe(e)) from None
+    if cfg.replay is not None:
+        cfg = with_replay(cfg, source)
     _check(cfg, source, host_cpus if host_cpus is not None else os.sched_getaffinity(0))
     return cfg
+
+
+def with_replay(cfg: PipelineConfig, source: str = "<config>") -> PipelineConfig:
+    """The config with its feeds (stage classes with ``replayable = True``) replaced by one ``replay`` stage that
+    merges the recordings by receive time: per record type, the first feed ring of that type is kept and fed by
+    the replay stage, the other feeds' rings of that type are dropped and their consumers read the kept one."""
+    assert cfg.replay is not None
+    feeds = {}
+    for name, spec in cfg.stages.items():
+        try:
+            if getattr(stage_class(spec.kind), "replayable", False):
+                feeds[name] = spec
+        except LookupError:
+            continue
+    if not feeds:
+        raise _fail(source, "replay", "the config has no feed stage to replace with the recordings")
+    kept: dict[str, str] = {}  # record type -> kept ring
+    renamed: dict[str, str] = {}  # dropped ring -> kept ring
+    for spec in feeds.values():
+        for r in spec.outputs:
+            rtype = cfg.rings[r].type if r in cfg.rings else ""
+            renamed[r] = kept.setdefault(rtype, r)
+    first = next(iter(feeds))
+    stages: dict[str, StageSpec] = {}
+    for name, spec in cfg.stages.items():
+        if name == first:
+            params = {"files": list(cfg.replay.files), "speed": cfg.replay.speed}
+            stages["replay"] = StageSpec(kind="replay", outputs=list(kept.values()), cpus=spec.cpus,
+                                         wait=spec.wait, params=params)
+        elif name not in feeds:
+            inputs = list(dict.fromkeys(renamed.get(r, r) for r in spec.inputs))
+            stages[name] = msgspec.structs.replace(spec, inputs=inputs)
+    rings = {r: spec for r, spec in cfg.rings.items() if renamed.get(r, r) == r}
+    return msgspec.structs.replace(cfg, stages=stages, rings=rings)
 
 
 def load(path: str | Path, host_cpus: set[int] | None = None) -> PipelineConfig:
@@ -230,6 +273,9 @@ def _check(cfg: PipelineConfig, src: str, host_cpus: set[int]) -> None:
         except msgspec.ValidationError as e:
             pkey, problem = _describe(e)
             raise _fail(src, f"{key}.params{'.' + pkey if pkey else ''}", problem) from None
+        problem = cls.check_spec(cfg, st) if hasattr(cls, "check_spec") else None
+        if problem:
+            raise _fail(src, key, problem)
         for role, rings, types in (("inputs", st.inputs, cls.input_types), ("outputs", st.outputs, cls.output_types)):
             if types is not None and len(rings) != len(types):
                 raise _fail(src, f"{key}.{role}", f"kind {st.kind!r} takes {len(types)} {role}, got {len(rings)}")
@@ -249,3 +295,24 @@ def _check(cfg: PipelineConfig, src: str, host_cpus: set[int]) -> None:
             raise _fail(src, f"supervisor.{field}", f"must be > 0, got {getattr(sup, field)}")
     if sup.max_restarts < 0:
         raise _fail(src, "supervisor.max_restarts", f"must be >= 0, got {sup.max_restarts}")
+
+
+class PipelineConfig(_Strict):
+    """A whole pipeline."""
+
+    name: str
+    """Pipeline name: prefix of its shared-memory segments (``/dev/shm/<name>.<ring>``)."""
+    instruments: list[Instrument]
+    """The instrument table."""
+    rings: dict[str, RingSpec]
+    """Rings by name."""
+    stages: dict[str, StageSpec]
+    """Stages by name, in start order."""
+    run_dir: str = ""
+    """Run directory (control socket, logs, stage outputs); default ``runs/<name>``."""
+    supervisor: SupervisorSpec = SupervisorSpec()
+    """Supervision settings."""
+    services: dict[str, ServiceSpec] = {}
+    """Helper processes by name (e.g. the exchange simulator)."""
+    replay: ReplaySpec | None = None
+    """Set by ``pipeline up --replay``: the feeds are replaced by one replay stage (see ``with_replay``)."""

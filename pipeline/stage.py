@@ -38,6 +38,9 @@ from pipeline.ring import Ring, RingError
 CONFIG_NAME = "config.toml"
 """The config copy inside a run directory (also in pipeline.cli, which must not import this module)."""
 
+DONE = -1
+"""``step()`` result of a finite source that has published everything."""
+
 BLOCK_TIMEOUT_S = 0.05
 """Longest doorbell sleep: bounds heartbeat age and SIGTERM latency of an idle stage."""
 
@@ -99,6 +102,14 @@ class Stage:
     output_types: ClassVar[tuple[str | None, ...] | None] = ()
     """Record type of each output ring."""
 
+    replayable: ClassVar[bool] = False
+    """A market-data feed: ``pipeline up --replay`` replaces it with the replay of recordings."""
+
+    @classmethod
+    def check_spec(cls, cfg: PipelineConfig, spec: StageSpec) -> str | None:
+        """A problem with this stage's config that the generic checks cannot see (one line), or None."""
+        return None
+
     def __init__(self, ctx: StageContext, params: msgspec.Struct) -> None:
         self.ctx = ctx
         self.params = params
@@ -119,7 +130,8 @@ class Stage:
 
     def step(self) -> int:
         """Do the work available now; return how many input records were consumed (0: the runtime waits).
-        Sources return how many records they published."""
+        Sources return how many records they published, or ``DONE`` once a finite source has published
+        everything (the stage then flushes, reports ``done`` and exits 0; the supervisor does not restart it)."""
         raise NotImplementedError
 
     def flush(self) -> None:
@@ -198,12 +210,20 @@ def run(run_dir: Path, name: str, wait: str, standby: bool = False) -> int:
         ctx.beat()
         _resume(ctx, stage, stage.rebuild())
         row["state"] = st.RUNNING
+        done = False
         while not ctx.stopping:
             ctx.beat()
-            if stage.step() == 0 and not ctx.stopping:
+            n = stage.step()
+            if n == DONE:
+                done = True
+                break
+            if n == 0 and not ctx.stopping:
                 _wait_for_input(ctx)
         row["state"] = st.STOPPING
         stage.flush()
+        if done:
+            row["state"] = st.DONE
+            return 0
     except Exception as e:  # the supervisor restarts us; the status row and log say why
         st.set_error(row, f"crashed: {type(e).__name__}: {e}", time.perf_counter_ns())
         traceback.print_exc()

@@ -20,9 +20,10 @@ HEADER_BYTES = 64
 N_COUNTERS = 8
 ERROR_BYTES = 240
 
-STATES = ("idle", "starting", "rebuilding", "running", "stopping", "stopped")
-"""Stage states as written by the stage itself; the supervisor adds ``restarting`` and ``failed``."""
-IDLE, STARTING, REBUILDING, RUNNING, STOPPING, STOPPED = range(len(STATES))
+STATES = ("idle", "starting", "rebuilding", "running", "stopping", "stopped", "done")
+"""Stage states as written by the stage itself (``done``: a finite source has published everything); the
+supervisor adds ``restarting`` and ``failed``."""
+IDLE, STARTING, REBUILDING, RUNNING, STOPPING, STOPPED, DONE = range(len(STATES))
 
 ROW = np.dtype([
     ("pid", "<i8"),  # process id of the stage's current process
@@ -36,7 +37,7 @@ ROW = np.dtype([
     ("deduped", "<u8"),  # outputs not republished after a restart because their src_seq was already out
     ("last_error_ns", "<i8"),  # monotonic ns of the last error
     ("last_error", f"S{ERROR_BYTES}"),  # text of the last error, one line
-    ("counters", "<u8", (N_COUNTERS,)),  # stage-specific counters
+    ("counters", "<i8", (N_COUNTERS,)),  # stage-specific counters (signed: a latency can be negative)
     ("counter_names", "S16", (N_COUNTERS,)),  # their names ("" = unused)
 ])
 """One stage's status row."""

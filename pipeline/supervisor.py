@@ -71,6 +71,19 @@ def assign(cfg: PipelineConfig, host_cpus: set[int]) -> dict[str, tuple[list[int
 
 
 @dataclass
+class ServiceProc:
+    """The supervisor's view of one service process (e.g. the exchange simulator)."""
+
+    name: str
+    module: str
+    args: list[str]
+    port: int
+    proc: subprocess.Popen | None = None
+    restarts: int = 0
+    reason: str = ""
+
+
+@dataclass
 class StageProc:
     """The supervisor's view of one stage."""
 
@@ -82,7 +95,7 @@ class StageProc:
     proc: subprocess.Popen | None = None
     restarts: int = 0
     recent: deque = field(default_factory=deque)
-    state: str = "starting"  # supervisor's word: starting | up | restarting | failed | stopped
+    state: str = "starting"  # supervisor's word: starting | up | restarting | failed | done | stopped
     reason: str = ""
     restart_at: float = 0.0
     started: float = 0.0
@@ -99,6 +112,7 @@ class Supervisor:
         self.lock = threading.RLock()
         self.stopping = threading.Event()
         self.stages: dict[str, StageProc] = {}
+        self.services: dict[str, ServiceProc] = {}
         self.rings: dict[str, Ring] = {}
         self.block: st.StatusBlock | None = None
         self._lock_fd = -1
@@ -126,6 +140,11 @@ class Supervisor:
             self.rings[rname] = Ring.create(f"{cfg.name}.{rname}", RECORD_TYPES[spec.type], spec.capacity)
         (self.run_dir / "logs").mkdir(exist_ok=True)
         self._serve()
+        for name, svc in cfg.services.items():
+            self.services[name] = ServiceProc(name, svc.module, list(svc.args), svc.port)
+            self._start_service(self.services[name])
+        for sv in self.services.values():
+            self._wait_service(sv)
         for i, (name, spec) in enumerate(cfg.stages.items()):
             cpus, wait = placement[name]
             self.stages[name] = sp = StageProc(name, i, spec.kind, cpus, wait)
@@ -178,6 +197,31 @@ class Supervisor:
             sock.unlink()
             self.cleaned.append(str(sock))
 
+    def _start_service(self, sv: ServiceProc) -> None:
+        log = open(self.run_dir / "logs" / f"{sv.name}.log", "ab")
+        sv.proc = subprocess.Popen([sys.executable, "-m", sv.module, *sv.args], stdout=log, stderr=subprocess.STDOUT,
+                                   stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
+        log.close()
+
+    def _wait_service(self, sv: ServiceProc) -> None:
+        """Wait until the service accepts connections on its port (or at least runs)."""
+        assert sv.proc is not None
+        deadline = time.monotonic() + self.cfg.supervisor.start_timeout_s
+        while time.monotonic() < deadline:
+            if sv.proc.poll() is not None:
+                tail = (self.run_dir / "logs" / f"{sv.name}.log").read_text(errors="replace").strip()
+                raise SupervisorError(f"service {sv.name} exited with code {sv.proc.returncode}: "
+                                      f"{tail.splitlines()[-1] if tail else 'no output'}")
+            if not sv.port:
+                return
+            try:
+                socket.create_connection(("127.0.0.1", sv.port), timeout=0.2).close()
+                return
+            except OSError:
+                time.sleep(0.05)
+        raise SupervisorError(f"service {sv.name} does not accept connections on 127.0.0.1:{sv.port} "
+                              f"after {self.cfg.supervisor.start_timeout_s:g} s")
+
     def _popen(self, sp: StageProc, standby: bool) -> subprocess.Popen:
         """Start a stage process (or a standby for it) pinned to the stage's CPUs."""
         log = open(self.run_dir / "logs" / f"{sp.name}.log", "ab")
@@ -219,7 +263,7 @@ class Supervisor:
         """True when every stage reports running (or has failed for good)."""
         assert self.block is not None
         with self.lock:
-            return all(sp.state == "failed" or (sp.proc is not None and sp.proc.poll() is None and
+            return all(sp.state in ("failed", "done") or (sp.proc is not None and sp.proc.poll() is None and
                        self.block.rows[sp.index]["state"] == st.RUNNING) for sp in self.stages.values())
 
     def check(self) -> None:
@@ -228,8 +272,14 @@ class Supervisor:
         sup = self.cfg.supervisor
         now = time.monotonic()
         with self.lock:
+            for sv in self.services.values():
+                if sv.proc is not None and sv.proc.poll() is not None:
+                    sv.restarts += 1
+                    sv.reason = f"exited with code {sv.proc.returncode}; restarted"
+                    print(f"supervisor: service {sv.name} {sv.reason}", file=sys.stderr, flush=True)
+                    self._start_service(sv)
             for sp in self.stages.values():
-                if sp.state in ("failed", "stopped"):
+                if sp.state in ("failed", "stopped", "done"):
                     continue
                 if sp.state == "restarting":
                     if now >= sp.restart_at:
@@ -238,6 +288,10 @@ class Supervisor:
                 row = self.block.rows[sp.index]
                 code = sp.proc.poll() if sp.proc else None
                 why = ""
+                if code == 0 and row["state"] == st.DONE:
+                    sp.state = "done"
+                    sp.reason = "published everything"
+                    continue
                 if code is not None:
                     why = f"exited with code {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}"
                 elif row["state"] == st.RUNNING:
@@ -311,7 +365,7 @@ class Supervisor:
                 row = self.block.rows[sp.index]
                 own = st.STATES[int(row["state"])] if 0 <= row["state"] < len(st.STATES) else "?"
                 alive = sp.proc is not None and sp.proc.poll() is None
-                state = sp.state if sp.state in ("failed", "restarting") or not alive else own
+                state = sp.state if sp.state in ("failed", "restarting", "done") or not alive else own
                 counters = {n.decode(): int(v) for n, v in zip(row["counter_names"], row["counters"], strict=True)
                             if n}
                 stages.append({
@@ -336,8 +390,11 @@ class Supervisor:
                 "producer": next(n for n, s in self.cfg.stages.items() if rname in s.outputs),
                 "consumer": next(n for n, s in self.cfg.stages.items() if rname in s.inputs),
             })
+        services = [{"name": sv.name, "module": sv.module, "port": sv.port,
+                     "pid": sv.proc.pid if sv.proc and sv.proc.poll() is None else None,
+                     "restarts": sv.restarts, "reason": sv.reason} for sv in self.services.values()]
         return {"pipeline": self.cfg.name, "run_dir": str(self.run_dir), "supervisor_pid": os.getpid(),
-                "stages": stages, "rings": rings, "cleared_at_start": self.cleaned,
+                "stages": stages, "rings": rings, "services": services, "cleared_at_start": self.cleaned,
                 "tweaks": [{"name": t.name, "status": t.status, "detail": t.detail} for t in self.tweak_results]}
 
     # -- control socket ------------------------------------------------------------------------------------------
@@ -408,9 +465,26 @@ class Supervisor:
         try:
             while not self.stopping.is_set() and (end is None or time.monotonic() < end):
                 self.check()
+                if self.cfg.replay is not None and self.drained():
+                    print("supervisor: the recordings are replayed and every stage has drained; stopping",
+                          file=sys.stderr, flush=True)
+                    break
                 self.stopping.wait(POLL_S)
         finally:
             self.shutdown()
+
+    def drained(self) -> bool:
+        """True when every source stage is done and every ring has been consumed to its end (checked twice, so a
+        record in flight between two stages is not missed)."""
+        with self.lock:
+            sources = [sp for sp in self.stages.values() if not self.cfg.stages[sp.name].inputs]
+            if not sources or any(sp.state != "done" for sp in sources):
+                return False
+        for _ in range(2):
+            if any(ring.consumer_pos != ring.producer_pos for ring in self.rings.values()):
+                return False
+            time.sleep(0.05)
+        return True
 
     def shutdown(self) -> None:
         """Stop every stage (SIGTERM, then SIGKILL), remove segments, socket and lock; revert tweaks."""
@@ -429,6 +503,14 @@ class Supervisor:
                     sp.standby.kill()
                     sp.standby.wait()
                     sp.standby = None
+            for sv in self.services.values():
+                if sv.proc and sv.proc.poll() is None:
+                    sv.proc.terminate()
+                    try:
+                        sv.proc.wait(self.cfg.supervisor.stop_timeout_s)
+                    except subprocess.TimeoutExpired:
+                        sv.proc.kill()
+                        sv.proc.wait()
             for ring in self.rings.values():
                 ring.close()
             for rname in self.cfg.rings:
