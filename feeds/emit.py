@@ -16,7 +16,7 @@ from dataclasses import dataclass, field
 import numba
 import numpy as np
 
-from pipeline.records import BBO, BOOK, BOOK_LEVELS, TRADE
+from pipeline.records import BBO, BOOK, BOOK_LEVELS, FLAG_LOCAL_TIME, FLAG_RESYNC, TRADE
 from pipeline.ring import PUSH_OK, Ring, claim, entry_point, publish
 from pipeline.syscalls import monotonic_ns
 
@@ -159,7 +159,12 @@ class Emitter:
         """Monotonic receive time of the current frame (``t_origin_ns`` of its records)."""
         self.t_wall_ns = 0
         """Wall-clock receive time of the current frame (recorded receive time in replay)."""
+        self.resync: set[int] = set()
+        """Instruments whose next record carries FLAG_RESYNC (after a reconnect: records may be missing)."""
 
+    def mark_resync(self, instruments) -> None:
+        """Flag the next record of each of ``instruments`` with FLAG_RESYNC."""
+        self.resync.update(instruments)
     def frame(self, t_mono_ns: int, t_wall_ns: int) -> None:
         """Start a new received frame."""
         self.src_seq += 1
@@ -173,9 +178,12 @@ class Emitter:
         self.counts.by_kind[kind] = self.counts.by_kind.get(kind, 0) + 1
         self.report(kind, text)
 
-    def _event_time(self, ts_ms: int, flags: int) -> tuple[int, int]:
+    def _event_time(self, inst: int, ts_ms: int, flags: int) -> tuple[int, int]:
+        if self.resync and inst in self.resync:
+            self.resync.discard(inst)
+            flags |= FLAG_RESYNC
         if ts_ms <= 0:
-            return self.t_wall_ns // 1_000_000, flags | 1  # FLAG_LOCAL_TIME
+            return self.t_wall_ns // 1_000_000, flags | FLAG_LOCAL_TIME
         lat_us = (self.t_wall_ns - ts_ms * 1_000_000) // 1000
         self.counts.lat_us = lat_us
         if lat_us < 0:
@@ -191,7 +199,7 @@ class Emitter:
         if bid >= ask:
             self.bad("crossed", f"instrument {inst}: crossed book, bid {bid} >= ask {ask}")
             return False
-        ts_ms, flags = self._event_time(ts_ms, flags)
+        ts_ms, flags = self._event_time(inst, ts_ms, flags)
         self._bbo(inst, ts_ms, venue_seq, bid, bid_qty, ask, ask_qty, flags)
         self.counts.records += 1
         return True
@@ -201,7 +209,7 @@ class Emitter:
         if _bad_px(price) or _bad_px(qty):
             self.bad("bad_price", f"instrument {inst}: trade {price} x {qty}")
             return False
-        ts_ms, flags = self._event_time(ts_ms, flags)
+        ts_ms, flags = self._event_time(inst, ts_ms, flags)
         self._trade(inst, ts_ms, trade_id, price, qty, side, flags)
         self.counts.records += 1
         return True
@@ -211,7 +219,7 @@ class Emitter:
         if bids.shape[0] and asks.shape[0] and bids[0, 0] >= asks[0, 0]:
             self.bad("crossed", f"instrument {inst}: local book crossed, bid {bids[0, 0]} >= ask {asks[0, 0]}")
             return False
-        ts_ms, flags = self._event_time(ts_ms, flags)
+        ts_ms, flags = self._event_time(inst, ts_ms, flags)
         self._book(inst, ts_ms, venue_seq, bids[:BOOK_LEVELS], asks[:BOOK_LEVELS], flags)
         self.counts.records += 1
         return True

@@ -26,6 +26,7 @@ STAGE_KINDS: dict[str, str] = {
     "check": "pipeline.check_sink:CheckSink",
     "kucoin": "feeds.kucoin:KucoinFeed",
     "binance": "feeds.binance:BinanceFeed",
+    "binance-usdm": "feeds.binance:BinanceUsdmFeed",
     "replay": "feeds.replay:ReplayFeed",
 }
 """Stage kinds by the name a config uses; a config may also name any class as ``module:Class``."""
