@@ -1,7 +1,8 @@
 """Checking sink: verifies every record's sequence and keeps the stream it received.
 
 For each record: ``seq`` must follow the previous one (nothing lost or duplicated in its input ring) and, with
-``contiguous_src``, ``src_seq`` must too (nothing lost or duplicated upstream, for one-in-one-out chains). Each
+``contiguous_src``, ``src_seq`` must too (nothing lost or duplicated upstream, for one-in-one-out chains);
+without it ``src_seq`` must not go backwards (feeds: several records or none per frame). Each
 violation is counted and reported in the status row. With ``record`` the records are appended to
 ``<run_dir>/<stage>.bin`` before they are released, so the file is the exact stream received, also across
 restarts of the sink itself (on start it drops a torn last record and resumes after the last one written).
@@ -27,7 +28,7 @@ class CheckParams(msgspec.Struct, forbid_unknown_fields=True):
     record: bool = True
     """Append received records to ``<run_dir>/<stage>.bin``."""
     contiguous_src: bool = True
-    """Also require consecutive ``src_seq`` (one output per input upstream)."""
+    """Require consecutive ``src_seq`` (one output per input upstream); false: only non-decreasing."""
 
 
 class CheckSink(Stage):
@@ -82,12 +83,13 @@ class CheckSink(Stage):
         breaks = np.flatnonzero(np.diff(seqs, prepend=expect_first - 1) != 1)
         for i in breaks:
             self._break("seq", int(seqs[i - 1]) if i else expect_first - 1, int(seqs[i]))
-        if self.params.contiguous_src:
-            src = recs["src_seq"].astype(np.int64)
-            first = self.last_src if self.last_src >= 0 else int(src[0]) - 1
-            for i in np.flatnonzero(np.diff(src, prepend=first) != 1):
-                self._break("src_seq", int(src[i - 1]) if i else first, int(src[i]))
-            self.last_src = int(src[-1])
+        src = recs["src_seq"].astype(np.int64)
+        first = self.last_src if self.last_src >= 0 else int(src[0]) - 1
+        step = np.diff(src, prepend=first)
+        bad = step != 1 if self.params.contiguous_src else step < 0
+        for i in np.flatnonzero(bad):
+            self._break("src_seq", int(src[i - 1]) if i else first, int(src[i]))
+        self.last_src = int(src[-1])
         if self.fd >= 0:
             os.write(self.fd, recs.tobytes())
         self.per_instrument += np.bincount(recs["instrument"], minlength=len(self.per_instrument)).astype(
