@@ -211,6 +211,72 @@ def restart(stage: str = typer.Argument(..., help="Stage name."), run_dir: Path 
 
 
 @app.command()
+def replay(
+    files: str = typer.Argument(..., help="Recording(s), comma-separated: merged by receive time."),
+    venue: str = typer.Option("", "--venue", help="kucoin, binance or binance-usdm, when the recording does not "
+                              "say (comma-separated: one per file)."),
+    speed: str = typer.Option("max", "--speed", help="A multiple of recorded time (1, 10, ...) or 'max'."),
+    dump: Path | None = typer.Option(None, "--dump", help="Write the normalized records as JSON lines here."),
+    stage: str = typer.Option("", "--stage", help="Without --dump: the running pipeline's feed stage whose rings "
+                              "the recording feeds (default: its only feed)."),
+    run_dir: Path | None = RunDir,
+) -> None:
+    """Replay recordings through the live parsers: to JSON lines (--dump) or into a running pipeline's rings in
+    place of one of its feeds (the feed is held meanwhile and resumed after)."""
+    from feeds.emit import ListEmitter, RingEmitter
+    from feeds.replay import Replayer, ReplayError, dump_rows
+    from pipeline.stage import DONE
+
+    pace = _speed(speed)
+    names = [f for f in files.split(",") if f]
+    venues = venue.split(",") if venue else []
+    t0 = time.monotonic()
+    if dump is not None:
+        emit = ListEmitter()
+        try:
+            rep = Replayer(names, emit, None, venues, pace)
+        except (ReplayError, OSError) as e:
+            raise _fail(str(e)) from None
+        with open(dump, "wb") as f:
+            while rep.run(4096) != DONE:
+                f.writelines(dump_rows(emit, rep.names))
+            f.writelines(dump_rows(emit, rep.names))
+        _replay_summary(emit.counts, time.monotonic() - t0, f"records written to {dump}")
+        return
+    rd, reply = _ask(run_dir, {"cmd": "status"})
+    from pipeline.config import load
+    from pipeline.records import RECORD_TYPES
+    from pipeline.ring import Ring
+
+    cfg = load(rd / CONFIG_NAME)
+    feeds = [s["name"] for s in reply["stages"] if s["kind"] in ("kucoin", "binance", "binance-usdm", "replay")]
+    target = stage or (feeds[0] if len(feeds) == 1 else "")
+    if target not in cfg.stages:
+        raise _fail(f"--stage: name the feed stage to replace (feeds: {', '.join(feeds) or 'none'})")
+    _, held = _ask(rd, {"cmd": "hold", "stage": target})
+    try:
+        rings = {cfg.rings[r].type: Ring.attach(f"{cfg.name}.{r}", RECORD_TYPES[cfg.rings[r].type])
+                 for r in held["outputs"]}
+        emit = RingEmitter(rings)
+        emit.src_seq = max((int(r.last_published(1)["src_seq"][-1]) for r in rings.values()
+                            if len(r.last_published(1))), default=0)
+        rep = Replayer(names, emit, cfg.instruments, venues, pace, books="book" in rings)
+        while rep.run(4096) != DONE:
+            pass
+    except (ReplayError, OSError) as e:
+        raise _fail(str(e)) from None
+    finally:
+        _ask(rd, {"cmd": "restart", "stage": target}, 120)
+    _replay_summary(emit.counts, time.monotonic() - t0, f"published into {', '.join(held['outputs'])} of "
+                    f"{cfg.name}; stage {target} resumed")
+
+
+def _replay_summary(c, seconds: float, where: str) -> None:
+    out.print(f"{c.frames} frames, {c.records} records in {seconds:.2f} s; parse errors {c.parse_err}, refused "
+              f"{c.bad_value}, gaps {c.gaps}; {where}", highlight=False, soft_wrap=True)
+
+
+@app.command()
 def down(run_dir: Path | None = RunDir, timeout: float = typer.Option(60.0, help="Seconds to wait.")) -> None:
     """Stop every stage and remove the pipeline's segments and control socket."""
     rd, _ = _ask(run_dir, {"cmd": "down"})

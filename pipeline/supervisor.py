@@ -38,7 +38,7 @@ from pipeline.records import RECORD_TYPES
 from pipeline.ring import MAGIC, SHM_DIR, Ring
 from pipeline.stage import CONFIG_NAME
 
-COMMANDS = ("ping", "status", "restart", "down")
+COMMANDS = ("ping", "status", "restart", "hold", "down")
 """Commands the control socket accepts."""
 POLL_S = 0.02
 
@@ -263,7 +263,7 @@ class Supervisor:
         """True when every stage reports running (or has failed for good)."""
         assert self.block is not None
         with self.lock:
-            return all(sp.state in ("failed", "done") or (sp.proc is not None and sp.proc.poll() is None and
+            return all(sp.state in ("failed", "done", "held") or (sp.proc is not None and sp.proc.poll() is None and
                        self.block.rows[sp.index]["state"] == st.RUNNING) for sp in self.stages.values())
 
     def check(self) -> None:
@@ -279,7 +279,7 @@ class Supervisor:
                     print(f"supervisor: service {sv.name} {sv.reason}", file=sys.stderr, flush=True)
                     self._start_service(sv)
             for sp in self.stages.values():
-                if sp.state in ("failed", "stopped", "done"):
+                if sp.state in ("failed", "stopped", "done", "held"):
                     continue
                 if sp.state == "restarting":
                     if now >= sp.restart_at:
@@ -353,6 +353,19 @@ class Supervisor:
             self._spawn(sp)
             return {"ok": True, "stage": name, "old_pid": old, "pid": sp.proc.pid, "exit_code": code}
 
+    def hold(self, name: str) -> dict:
+        """Stop one stage and keep it stopped (its rings stay) until ``restart``: ``pipeline replay`` then
+        produces into its output rings."""
+        with self.lock:
+            sp = self.stages.get(name)
+            if sp is None:
+                return {"ok": False, "error": f"no stage {name!r} (stages: {', '.join(self.stages)})"}
+            old = sp.proc.pid if sp.proc else None
+            self._kill(sp, self.cfg.supervisor.stop_timeout_s)
+            sp.state = "held"
+            sp.reason = "held: its output rings are fed by `pipeline replay`; `pipeline restart` resumes it"
+            return {"ok": True, "stage": name, "old_pid": old, "outputs": list(self.cfg.stages[name].outputs)}
+
     # -- status --------------------------------------------------------------------------------------------------
 
     def status(self) -> dict:
@@ -365,7 +378,7 @@ class Supervisor:
                 row = self.block.rows[sp.index]
                 own = st.STATES[int(row["state"])] if 0 <= row["state"] < len(st.STATES) else "?"
                 alive = sp.proc is not None and sp.proc.poll() is None
-                state = sp.state if sp.state in ("failed", "restarting", "done") or not alive else own
+                state = sp.state if sp.state in ("failed", "restarting", "done", "held") or not alive else own
                 counters = {n.decode(): int(v) for n, v in zip(row["counter_names"], row["counters"], strict=True)
                             if n}
                 stages.append({
@@ -452,6 +465,8 @@ class Supervisor:
             return {"ok": True, **self.status()}
         if cmd == "restart":
             return self.restart(str(req.get("stage")))
+        if cmd == "hold":
+            return self.hold(str(req.get("stage")))
         if cmd == "down":
             self.stopping.set()
             return {"ok": True, "shutdown": True}
