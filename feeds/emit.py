@@ -9,7 +9,6 @@ call per record (hand-written: no library publishes into our ring layout); ``Lis
 from __future__ import annotations
 
 import math
-import time
 from collections.abc import Callable
 from dataclasses import dataclass, field
 
@@ -141,8 +140,11 @@ def put_book(hdr, data, slots, src_seq, t_origin, ts_ms, inst, flags, venue_seq,
 # -- emitters ------------------------------------------------------------------------------------------------------
 
 
+_INF = math.inf
+
+
 def _bad_px(x: float) -> bool:
-    return not (x > 0.0) or x == math.inf  # catches NaN, zero, negative, inf
+    return not (0.0 < x < _INF)  # catches NaN, zero, negative, inf
 
 
 class Emitter:
@@ -159,18 +161,29 @@ class Emitter:
         """Monotonic receive time of the current frame (``t_origin_ns`` of its records)."""
         self.t_wall_ns = 0
         """Wall-clock receive time of the current frame (recorded receive time in replay)."""
+        self.t_wall_ms = 0
         self.resync: set[int] = set()
         """Instruments whose next record carries FLAG_RESYNC (after a reconnect: records may be missing)."""
+        self._lat = (0, 0)  # (receive ns, exchange ms) of the latest record with an exchange time
 
     def mark_resync(self, instruments) -> None:
         """Flag the next record of each of ``instruments`` with FLAG_RESYNC."""
         self.resync.update(instruments)
+
     def frame(self, t_mono_ns: int, t_wall_ns: int) -> None:
         """Start a new received frame."""
         self.src_seq += 1
         self.counts.frames += 1
         self.t_mono_ns = t_mono_ns
         self.t_wall_ns = t_wall_ns
+        self.t_wall_ms = t_wall_ns // 1_000_000
+
+    def counter_values(self) -> tuple[int, ...]:
+        """The counters in ``COUNTER_NAMES`` order, feed latency brought up to date."""
+        wall, ts = self._lat
+        if ts:
+            self.counts.lat_us = (wall - ts * 1_000_000) // 1000
+        return self.counts.values()
 
     def bad(self, kind: str, text: str, counter: str = "bad_value") -> None:
         """Count a refused frame or record under ``counter`` and ``kind``, and report it."""
@@ -178,38 +191,38 @@ class Emitter:
         self.counts.by_kind[kind] = self.counts.by_kind.get(kind, 0) + 1
         self.report(kind, text)
 
-    def _event_time(self, inst: int, ts_ms: int, flags: int) -> tuple[int, int]:
+    def _stamp(self, inst: int, ts_ms: int, flags: int) -> tuple[int, int]:
+        """Event time and flags of a record: receive time where the venue sent none; resync flag; skew count."""
         if self.resync and inst in self.resync:
             self.resync.discard(inst)
             flags |= FLAG_RESYNC
         if ts_ms <= 0:
-            return self.t_wall_ns // 1_000_000, flags | FLAG_LOCAL_TIME
-        lat_us = (self.t_wall_ns - ts_ms * 1_000_000) // 1000
-        self.counts.lat_us = lat_us
-        if lat_us < 0:
-            self.counts.skewed += 1
+            return self.t_wall_ms, flags | FLAG_LOCAL_TIME
+        self._lat = (self.t_wall_ns, ts_ms)
+        if ts_ms > self.t_wall_ms:
+            self.counts.skewed += 1  # the exchange's clock is ahead of ours
         return ts_ms, flags
 
     def bbo(self, inst: int, ts_ms: int, venue_seq: int, bid: float, bid_qty: float, ask: float, ask_qty: float,
             flags: int = 0) -> bool:
         """Emit a best bid/ask (``ts_ms`` 0: the venue sent no event time, use the receive time)."""
-        if _bad_px(bid) or _bad_px(ask) or _bad_px(bid_qty) or _bad_px(ask_qty):
-            self.bad("bad_price", f"instrument {inst}: bid {bid} x {bid_qty}, ask {ask} x {ask_qty}")
+        if not (0.0 < bid < ask < _INF and 0.0 < bid_qty < _INF and 0.0 < ask_qty < _INF):  # NaN fails too
+            if _bad_px(bid) or _bad_px(ask) or _bad_px(bid_qty) or _bad_px(ask_qty):
+                self.bad("bad_price", f"instrument {inst}: bid {bid} x {bid_qty}, ask {ask} x {ask_qty}")
+            else:
+                self.bad("crossed", f"instrument {inst}: crossed book, bid {bid} >= ask {ask}")
             return False
-        if bid >= ask:
-            self.bad("crossed", f"instrument {inst}: crossed book, bid {bid} >= ask {ask}")
-            return False
-        ts_ms, flags = self._event_time(inst, ts_ms, flags)
+        ts_ms, flags = self._stamp(inst, ts_ms, flags)
         self._bbo(inst, ts_ms, venue_seq, bid, bid_qty, ask, ask_qty, flags)
         self.counts.records += 1
         return True
 
     def trade(self, inst: int, ts_ms: int, trade_id: int, price: float, qty: float, side: int, flags: int = 0) -> bool:
         """Emit a public trade; ``side`` is the taker's: 1 buy, -1 sell, 0 unknown."""
-        if _bad_px(price) or _bad_px(qty):
+        if not (0.0 < price < _INF and 0.0 < qty < _INF):
             self.bad("bad_price", f"instrument {inst}: trade {price} x {qty}")
             return False
-        ts_ms, flags = self._event_time(inst, ts_ms, flags)
+        ts_ms, flags = self._stamp(inst, ts_ms, flags)
         self._trade(inst, ts_ms, trade_id, price, qty, side, flags)
         self.counts.records += 1
         return True
@@ -219,7 +232,7 @@ class Emitter:
         if bids.shape[0] and asks.shape[0] and bids[0, 0] >= asks[0, 0]:
             self.bad("crossed", f"instrument {inst}: local book crossed, bid {bids[0, 0]} >= ask {asks[0, 0]}")
             return False
-        ts_ms, flags = self._event_time(inst, ts_ms, flags)
+        ts_ms, flags = self._stamp(inst, ts_ms, flags)
         self._book(inst, ts_ms, venue_seq, bids[:BOOK_LEVELS], asks[:BOOK_LEVELS], flags)
         self.counts.records += 1
         return True
@@ -271,7 +284,7 @@ class RingEmitter(Emitter):
         self.resume = resume or {}
         self._frame_out: dict[str, int] = {}
         empty = np.zeros((0, 2))
-        self._put: dict[str, tuple] = {}
+        self._rings: dict[str, tuple] = {}
         for kind, dtype, fn, args in (
             ("bbo", BBO, put_bbo, (0, 0, 0, 0, 0, 0.0, 0.0, 0.0, 0.0, 0)),
             ("trade", TRADE, put_trade, (0, 0, 0, 0, 0, 0.0, 0.0, 0, 0)),
@@ -281,7 +294,9 @@ class RingEmitter(Emitter):
             if ring is not None:
                 if ring.dtype != dtype:
                     raise ValueError(f"ring {ring.name} holds {ring.dtype} records, not {kind}")
-                self._put[kind] = (ring, entry_point(fn, ring.hdr, ring.data, ring.slots, *args))
+                # the compiled entry point, bound once: no type dispatch per record
+                self._rings[kind] = (ring, entry_point(fn, ring.hdr, ring.data, ring.slots, *args),
+                                     ring.hdr, ring.data, ring.slots)
 
     def frame(self, t_mono_ns: int, t_wall_ns: int) -> None:
         super().frame(t_mono_ns, t_wall_ns)
@@ -296,26 +311,44 @@ class RingEmitter(Emitter):
         out = self._frame_out[kind] = self._frame_out.get(kind, 0) + 1
         return self.src_seq < seq or out <= n
 
-    def _push(self, kind: str, *args) -> None:
-        target = self._put.get(kind)
-        if target is None or (self.resume and self._skip(kind)):
-            return
-        ring, fn = target
-        while fn(ring.hdr, ring.data, ring.slots, self.src_seq, self.t_mono_ns, *args) != PUSH_OK:
-            if self.stop():
-                return
-            ring.output_full(self.wait)
+    def _full(self, ring: Ring) -> bool:
+        """The ring is full: wait by strategy; False when stopping."""
+        if self.stop():
+            return False
+        ring.output_full(self.wait)
+        return True
 
     def _bbo(self, inst, ts_ms, venue_seq, bid, bid_qty, ask, ask_qty, flags) -> None:
-        self._push("bbo", ts_ms, inst, flags, bid, bid_qty, ask, ask_qty, venue_seq)
+        target = self._rings.get("bbo")
+        if target is None or (self.resume and self._skip("bbo")):
+            return
+        ring, fn, hdr, data, slots = target
+        while fn(hdr, data, slots, self.src_seq, self.t_mono_ns, ts_ms, inst, flags, bid, bid_qty, ask, ask_qty,
+                 venue_seq) != PUSH_OK and self._full(ring):
+            pass
 
     def _trade(self, inst, ts_ms, trade_id, price, qty, side, flags) -> None:
-        self._push("trade", ts_ms, inst, flags, price, qty, trade_id, side)
+        target = self._rings.get("trade")
+        if target is None or (self.resume and self._skip("trade")):
+            return
+        ring, fn, hdr, data, slots = target
+        while fn(hdr, data, slots, self.src_seq, self.t_mono_ns, ts_ms, inst, flags, price, qty, trade_id,
+                 side) != PUSH_OK and self._full(ring):
+            pass
 
     def _book(self, inst, ts_ms, venue_seq, bids, asks, flags) -> None:
-        self._push("book", ts_ms, inst, flags, venue_seq, np.ascontiguousarray(bids), np.ascontiguousarray(asks))
+        target = self._rings.get("book")
+        if target is None or (self.resume and self._skip("book")):
+            return
+        ring, fn, hdr, data, slots = target
+        bids, asks = np.ascontiguousarray(bids), np.ascontiguousarray(asks)
+        while fn(hdr, data, slots, self.src_seq, self.t_mono_ns, ts_ms, inst, flags, venue_seq, bids,
+                 asks) != PUSH_OK and self._full(ring):
+            pass
 
 
-def now_ns() -> tuple[int, int]:
-    """(monotonic, wall-clock) receive time, ns."""
-    return time.perf_counter_ns(), time.time_ns()
+def publish_counters(ctx, emit: Emitter) -> None:
+    """Copy a feed's counters into its stage's status row (``ctx``: the stage's ``StageContext``)."""
+    for i, (name, value) in enumerate(zip(COUNTER_NAMES, emit.counter_values(), strict=True)):
+        ctx.set_counter(i, name, value)
+    ctx.row["records_out"] = emit.counts.records

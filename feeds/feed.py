@@ -24,7 +24,7 @@ from typing import ClassVar
 import msgspec
 import websocket
 
-from feeds.emit import COUNTER_NAMES, RingEmitter
+from feeds.emit import RingEmitter, publish_counters
 from pipeline.config import PipelineConfig, StageSpec
 from pipeline.records import BOOK_LEVELS
 from pipeline.stage import Stage, StageContext
@@ -243,6 +243,8 @@ class WsFeed(Stage):
         self.connected_at = self.last_frame = time.monotonic()
         self.emit.mark_resync(self.symbols.values())
         if self.p.books:
+            if self.emit.counts.reconnects:
+                self.emit.counts.resyncs += len(self.symbols)  # a new connection: every book starts over
             self.parser.resync_all()
         self.attempts = 0
 
@@ -272,7 +274,6 @@ class WsFeed(Stage):
         now = time.monotonic()
         for sym in list(self.parser.need_snapshot):
             if sym not in self.pending and now >= self.retry_at.get(sym, 0.0):
-                self.emit.counts.resyncs += 1
                 self.pending[sym] = self.pool.submit(http, "GET", self.snapshot_url(sym), self.p.timeout_s)
         for sym, fut in list(self.pending.items()):
             if not fut.done():
@@ -291,8 +292,5 @@ class WsFeed(Stage):
 
     def _publish_counters(self, now: float) -> None:
         self._counters_at = now
-        c = self.emit.counts
-        for i, (name, value) in enumerate(zip(COUNTER_NAMES, c.values(), strict=True)):
-            self.ctx.set_counter(i, name, value)
-        self.ctx.row["records_out"] = c.records
+        publish_counters(self.ctx, self.emit)
 

@@ -25,7 +25,7 @@ import msgspec
 import orjson
 
 from feeds.binance_messages import BinanceParser
-from feeds.emit import COUNTER_NAMES, Emitter, ListEmitter, RingEmitter
+from feeds.emit import Emitter, ListEmitter, RingEmitter, publish_counters
 from feeds.kucoin_messages import KucoinParser
 from feeds.recording import Frame, detect_venue, merge, read_frames
 from pipeline.config import Instrument, PipelineConfig, StageSpec
@@ -69,7 +69,7 @@ def symbols_in(path: str, venue: str) -> list[str]:
         if venue == "kucoin":
             for m in _KUCOIN_TOPIC.finditer(text):
                 for s in m.group(1).split(b","):
-                    if s and s != b"all" and not s.endswith(b"_1min"):
+                    if s and s != b"all" and b"_" not in s:  # candle topics: SYMBOL_1min
                         found[s.decode()] = None
         else:
             for m in _BINANCE_STREAM.finditer(text):
@@ -103,9 +103,12 @@ class Replayer:
         self.emit = emit
         self.speed = speed
         self.names: list[str] = []
-        self.parsers = []
+        symbols: dict[str, dict[str, int]] = {}
         for f, venue in zip(self.files, self.venues, strict=True):
-            self.parsers.append(make_parser(venue, self._map(f, venue, instruments), emit, books, depth))
+            symbols.setdefault(venue, {}).update(self._map(f, venue, instruments))
+        # one parser per venue, so a REST snapshot recorded in one file syncs the book of diffs in another
+        by_venue = {v: make_parser(v, syms, emit, books, depth) for v, syms in symbols.items()}
+        self.parsers = [by_venue[v] for v in self.venues]
         self.frames: Iterator[tuple[int, Frame]] = merge(self.files)
         self.t0_rec = -1
         self.t0_wall = 0.0
@@ -224,10 +227,7 @@ class ReplayFeed(Stage):
         now = time.monotonic()
         if n == DONE or now - self._counters_at > 0.1:
             self._counters_at = now
-            c = self.replayer.emit.counts
-            for i, (name, value) in enumerate(zip(COUNTER_NAMES, c.values(), strict=True)):
-                self.ctx.set_counter(i, name, value)
-            self.ctx.row["records_out"] = c.records
+            publish_counters(self.ctx, self.replayer.emit)
         return n
 
 

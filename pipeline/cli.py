@@ -43,6 +43,10 @@ def stage_table(status: dict) -> Table:
                   "-" if s["heartbeat_age_s"] is None else f"{s['heartbeat_age_s']:.3f}", str(s["restarts"]),
                   str(s["records_in"]), str(s["records_out"]), str(s["waits"]), str(s["errors"]),
                   s["last_error"] or s["reason"] if s["state"] in ("failed", "restarting") else s["last_error"])
+    counters = [s for s in status["stages"] if s.get("counters")]
+    if counters:
+        t.caption = "counters: " + "; ".join(
+            f"{s['name']} " + " ".join(f"{k}={v}" for k, v in s["counters"].items()) for s in counters)
     return t
 
 

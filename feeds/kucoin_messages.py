@@ -1,0 +1,314 @@
+"""KuCoin spot websocket messages -> normalized records (EXCHANGES.md §1.2-1.4).
+
+``KucoinParser.on_frame`` takes one received frame. The envelope (``type, topic, subject, id, data``) is decoded
+by a typed msgspec Struct that keeps ``data`` as ``msgspec.Raw``, so the payload is decoded exactly once, by the
+Struct of its topic, with numeric strings converted to float/int inside msgspec (lax mode). The topic selects the
+instrument and the handler through one dict lookup precomputed per symbol:
+
+* ``/market/ticker:SYM`` (``trade.ticker``): a BBO, ``venue_seq`` = ``sequence`` (refused when not above the last
+  one of that symbol), event time ``time`` (ms).
+* ``/market/match:SYM`` (``trade.l3match``): a trade; ``time`` is in ns, side is the taker's, ``trade_id`` is the
+  ``tradeId`` (decimal, or a hex object id: its low 63 bits).
+* ``/market/level2:SYM`` (``trade.l2update``, with ``books``): a diff for the symbol's ``KucoinSync``; each applied
+  diff publishes the top ``depth`` levels; a gap puts the symbol in ``need_snapshot`` (the feed fetches the REST
+  snapshot and calls ``on_snapshot``).
+
+Control frames (welcome, pong, ack, error) come back as a ``Control``. Bad input is counted through the emitter
+(``malformed_json`` / ``missing_field`` under ``parse_err``; refused values under ``bad_value``); unknown topics,
+subjects and symbols are ignored. ``on_frame`` never raises on any input.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated
+
+import msgspec
+
+from feeds.book import KucoinSync, Snapshot, decode_kucoin_l2, decode_kucoin_snapshot
+from feeds.emit import Emitter
+from pipeline.records import FLAG_RESYNC
+
+U63 = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
+"""A non-negative integer that fits the records' int64/uint64 fields (JSON numbers or numeric strings)."""
+
+_MASK63 = (1 << 63) - 1
+_SNIP = 160
+
+
+class Control(msgspec.Struct, frozen=True, gc=False):
+    """A venue control frame: KuCoin welcome / pong / ack / error, Binance result / error / serverShutdown."""
+
+    type: str
+    """Frame type (``welcome``, ``pong``, ``ack``, ``error``; Binance: ``result``, ``error``, ``serverShutdown``)."""
+    id: str = ""
+    """The id the venue echoed (connect id, request id), as a string; '' when none."""
+    text: str = ""
+    """Error code and message, subscription result; '' when nothing more."""
+
+
+def snip(data: bytes | bytearray | memoryview | str) -> str:
+    """The start of a frame as one printable line (for reports)."""
+    if isinstance(data, str):
+        text = data[:_SNIP]
+    else:
+        text = bytes(data[:_SNIP]).decode("utf-8", "replace")
+    return text.replace("\n", "\\n").replace("\r", "\\r")
+
+
+def raw_text(raw: msgspec.Raw) -> str:
+    """A Raw JSON value as text: a JSON string unquoted, anything else verbatim."""
+    b = bytes(raw)
+    if b[:1] == b'"':
+        try:
+            return msgspec.json.decode(b, type=str)
+        except msgspec.DecodeError:
+            pass
+    return b.decode("utf-8", "replace")
+
+
+class _Envelope(msgspec.Struct, gc=False):
+    type: str = ""
+    topic: str = ""
+    subject: str = ""
+    id: str | int | None = None
+    code: str | int | None = None
+    data: msgspec.Raw = msgspec.Raw()
+
+
+class _Ticker(msgspec.Struct, gc=False):
+    sequence: U63
+    bestBid: float
+    bestBidSize: float
+    bestAsk: float
+    bestAskSize: float
+    time: U63 = 0  # ms; missing -> receive time (FLAG_LOCAL_TIME)
+
+
+class _Match(msgspec.Struct, gc=False):
+    price: float
+    size: float
+    side: str
+    time: U63  # ns
+    tradeId: str
+
+
+_SIDES = {"buy": 1, "sell": -1}
+_TICKER, _MATCH, _L2, _TICKER_ALL = 1, 2, 3, 4
+
+
+class SymbolState:
+    """Per-symbol state."""
+
+    __slots__ = ("inst", "last_seq", "resync", "symbol", "sync")
+
+    def __init__(self, symbol: str, inst: int, sync) -> None:
+        self.symbol = symbol
+        self.inst = inst
+        self.last_seq = -1
+        """Sequence of the last ticker seen."""
+        self.sync = sync
+        """The symbol's book sync (None without books)."""
+        self.resync = True
+        """The next book record is the first after a (re)sync: it carries FLAG_RESYNC."""
+
+
+def _trade_id(tid: str) -> int:
+    """KuCoin trade id as an integer: decimal ids as they are, hex object ids by their low 63 bits."""
+    if tid.isdigit():
+        return int(tid) & _MASK63
+    return int(tid, 16) & _MASK63  # ValueError when neither
+
+
+class BookKeeping:
+    """Local books of a parser's symbols (the part KuCoin and Binance share): diffs go to each symbol's sync
+    object, applied ones publish the book's top ``depth`` levels, gaps and new connections put symbols in
+    ``need_snapshot``, and ``on_snapshot`` joins a REST snapshot to the buffered diffs."""
+
+    venue = ""
+    emit: Emitter
+    books: bool
+    depth: int
+    need_snapshot: set[str]
+    states: dict[str, SymbolState]
+    """Per-symbol state by venue symbol (``states[sym].sync.book`` is the symbol's local book)."""
+
+    def _new_sync(self):
+        """A fresh sync object for one symbol."""
+        raise NotImplementedError
+
+    def _decode_snapshot(self, body: bytes):
+        """The venue's REST snapshot body as a ``feeds.book.Snapshot``."""
+        raise NotImplementedError
+
+    def resync_all(self) -> None:
+        """Start every book over (a new connection): all symbols wait for a snapshot."""
+        for st in self.states.values():
+            self.resync(st.symbol)
+
+    def resync(self, symbol: str) -> None:
+        """Start one symbol's book over: it waits for a snapshot; its next book record carries FLAG_RESYNC."""
+        st = self.states.get(symbol)
+        if not self.books or st is None:
+            return
+        st.sync = self._new_sync()
+        st.resync = True
+        if st.sync.needs_snapshot:
+            self.need_snapshot.add(symbol)
+
+    def _on_diff(self, st: SymbolState, d) -> None:
+        action = st.sync.on_diff(d)
+        if action == "apply":
+            self._emit_book(st, d.ts_ms)
+        elif action == "gap":
+            self._gap(st, f"{self.venue} {st.symbol}: gap, diff {d.first}..{d.last} (prev {d.prev}) does not follow "
+                          "the book")
+
+    def _gap(self, st: SymbolState, text: str) -> None:
+        self.emit.bad("gap", text, counter="gaps")
+        self.emit.counts.resyncs += 1
+        st.resync = True
+        self.need_snapshot.add(st.symbol)
+
+    def _emit_book(self, st: SymbolState, ts_ms: int) -> None:
+        bids, asks = st.sync.book.top(self.depth)
+        if self.emit.book(st.inst, ts_ms, st.sync.last_id, bids, asks, FLAG_RESYNC if st.resync else 0):
+            st.resync = False
+
+    def on_snapshot(self, symbol: str, body: bytes, t_mono_ns: int, t_wall_ns: int) -> bool:
+        """Apply a REST book snapshot of ``symbol`` (counted as a received frame) and run the buffered diffs
+        behind it; publish the book (FLAG_RESYNC). True when the book is in sync afterwards; False when the body
+        is bad (``bad_snapshot``) or does not join the diffs (a gap: the symbol stays in ``need_snapshot``).
+        Never raises."""
+        st = self.states.get(symbol)
+        if st is None or st.sync is None:
+            return False
+        emit = self.emit
+        emit.frame(t_mono_ns, t_wall_ns)
+        try:
+            snap = self._decode_snapshot(body)
+            results = st.sync.on_snapshot(snap)
+        except (ValueError, OverflowError, msgspec.DecodeError) as e:  # the decoders report problems as ValueError
+            emit.bad("bad_snapshot", f"{self.venue} {symbol} snapshot: {e}: {snip(body)}", counter="parse_err")
+            if not st.sync.needs_snapshot:  # a half-applied snapshot: start over
+                self.resync(symbol)
+            return False
+        ts = snap.ts_ms
+        for d, action in results:
+            if action == "gap":
+                self._gap(st, f"{self.venue} {symbol}: snapshot {snap.last_id} does not join diff "
+                              f"{d.first}..{d.last} (prev {d.prev})")
+                return False
+            if action == "apply":
+                ts = d.ts_ms
+        if st.sync.needs_snapshot:
+            self._gap(st, f"{self.venue} {symbol}: snapshot {snap.last_id} left the book out of sync")
+            return False
+        self.need_snapshot.discard(symbol)
+        self._emit_book(st, ts)
+        return True
+
+
+class KucoinParser(BookKeeping):
+    """Parses KuCoin spot websocket frames into ``emit`` (one parser per connection).
+
+    ``symbols`` maps the venue symbol (``BTC-USDT``) to the instrument id. With ``books`` every symbol keeps a
+    ``KucoinSync``; ``need_snapshot`` holds the symbols waiting for a REST snapshot (all of them at the start)."""
+
+    def __init__(self, symbols: dict[str, int], emit: Emitter, books: bool = False, depth: int = 10) -> None:
+        self.emit = emit
+        self.books = books
+        self.depth = depth
+        self.need_snapshot: set[str] = set()
+        self.states: dict[str, SymbolState] = {}
+        self._topics: dict[str, tuple[int, SymbolState | None]] = {"/market/ticker:all": (_TICKER_ALL, None)}
+        for sym, inst in symbols.items():
+            st = SymbolState(sym, inst, None)
+            self.states[sym] = st
+            self._topics["/market/ticker:" + sym] = (_TICKER, st)
+            self._topics["/market/match:" + sym] = (_MATCH, st)
+            if books:
+                self._topics["/market/level2:" + sym] = (_L2, st)
+        self._env = msgspec.json.Decoder(_Envelope)
+        self._ticker = msgspec.json.Decoder(_Ticker, strict=False)
+        self._match = msgspec.json.Decoder(_Match, strict=False)
+        self.resync_all()
+
+    venue = "kucoin"
+
+    def _new_sync(self) -> KucoinSync:
+        return KucoinSync()
+
+    def _decode_snapshot(self, body: bytes) -> Snapshot:
+        return decode_kucoin_snapshot(body)
+
+    # -- frames --------------------------------------------------------------------------------------------------
+
+    def on_frame(self, data: bytes, t_mono_ns: int, t_wall_ns: int) -> Control | None:
+        """Parse one received frame; returns the control frame, None for data frames. Never raises."""
+        emit = self.emit
+        emit.frame(t_mono_ns, t_wall_ns)
+        try:
+            env = self._env.decode(data)
+            if env.type != "message":
+                return self._control(env)
+            entry = self._topics.get(env.topic)
+            if entry is None:
+                return None
+            kind, st = entry
+            raw = env.data
+            if not raw:
+                emit.bad("missing_field", f"kucoin: no data: {snip(data)}", counter="parse_err")
+                return None
+            if kind == _TICKER:  # the hot path, inlined
+                t = self._ticker.decode(raw)
+                if t.sequence > st.last_seq:
+                    st.last_seq = t.sequence
+                    emit.bbo(st.inst, t.time, t.sequence, t.bestBid, t.bestBidSize, t.bestAsk, t.bestAskSize)
+                else:
+                    self._out_of_order(st, t.sequence)
+            elif kind == _L2:
+                self._on_l2(st, raw)
+            elif kind == _MATCH:
+                self._on_match(st, raw)
+            else:  # /market/ticker:all: the symbol is the subject
+                st = self.states.get(env.subject)
+                if st is not None:
+                    self._on_ticker(st, raw)
+        except msgspec.ValidationError as e:
+            emit.bad("missing_field", f"kucoin: {e}: {snip(data)}", counter="parse_err")
+        except msgspec.DecodeError as e:
+            emit.bad("malformed_json", f"kucoin: {e}: {snip(data)}", counter="parse_err")
+        except (ValueError, OverflowError) as e:
+            emit.bad("missing_field", f"kucoin: {e}: {snip(data)}", counter="parse_err")
+        return None
+
+    def _on_ticker(self, st: SymbolState, raw: msgspec.Raw) -> None:
+        t = self._ticker.decode(raw)
+        if t.sequence > st.last_seq:
+            st.last_seq = t.sequence
+            self.emit.bbo(st.inst, t.time, t.sequence, t.bestBid, t.bestBidSize, t.bestAsk, t.bestAskSize)
+        else:
+            self._out_of_order(st, t.sequence)
+
+    def _out_of_order(self, st: SymbolState, seq: int) -> None:
+        self.emit.bad("out_of_order", f"kucoin {st.symbol}: ticker sequence {seq} not after {st.last_seq}")
+
+    def _on_match(self, st: SymbolState, raw: msgspec.Raw) -> None:
+        m = self._match.decode(raw)
+        ts = m.time
+        if ts > 100_000_000_000_000:  # ns (every real match); tolerate ms
+            ts //= 1_000_000
+        self.emit.trade(st.inst, ts, _trade_id(m.tradeId), m.price, m.size, _SIDES.get(m.side, 0))
+
+    def _control(self, env: _Envelope) -> Control | None:
+        typ = env.type
+        if typ not in ("welcome", "pong", "ack", "error"):
+            return None
+        ident = "" if env.id is None else str(env.id)
+        if typ == "error":
+            text = f"code {env.code}: {raw_text(env.data)}" if env.data else f"code {env.code}"
+            return Control(typ, ident, text)
+        return Control(typ, ident)
+
+    def _on_l2(self, st: SymbolState, raw: msgspec.Raw) -> None:
+        self._on_diff(st, decode_kucoin_l2(raw))
