@@ -1,4 +1,4 @@
-"""``bench``: benchmarks of the lowlat pipeline, one command each (``bench ring``; more to come)."""
+"""``bench``: benchmarks of the lowlat pipeline, one command each (``bench ring``, ``bench feeds``)."""
 
 from __future__ import annotations
 
@@ -56,6 +56,40 @@ def ring(
     bench_ring.render(report, console)
     if json_path is not None:
         bench_ring.write_json(report, json_path)
+        console.print(f"wrote {json_path}")
+
+
+@app.command()
+def feeds(
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    frames: Annotated[int, typer.Option(
+        "--frames", min=1, help="Timed frames per (implementation, stream), in passes over the recording.")] = 100_000,
+    rounds: Annotated[int, typer.Option(
+        min=1, help="Interleaved rounds over all (implementation, stream); frames split over them, pooled.")] = 10,
+    data: Annotated[Path | None, typer.Option(
+        "--data", help="Directory of the recorded files (default: shared/data/recorded beside the project).")] = None,
+) -> None:
+    """Recorded frame bytes -> published record: lowlat's KuCoin and Binance parsers vs cryptofeed's handlers."""
+    from rich.console import Console
+
+    from bench import feeds as bench_feeds
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    try:
+        report = bench_feeds.run(
+            frames=frames,
+            rounds=rounds,
+            data_dir=data or bench_feeds.DEFAULT_DATA,
+            progress=lambda s: console.print(f"[dim]{s}[/]"),
+        )
+    except ValueError as e:
+        raise typer.BadParameter(str(e)) from None
+    except bench_feeds.BenchError as e:
+        console.print(f"[bold red]bench feeds failed:[/] {e}")
+        raise typer.Exit(1) from None
+    bench_feeds.render(report, console)
+    if json_path is not None:
+        bench_feeds.write_json(report, json_path)
         console.print(f"wrote {json_path}")
 
 

@@ -263,8 +263,11 @@ class Supervisor:
         """True when every stage reports running (or has failed for good)."""
         assert self.block is not None
         with self.lock:
-            return all(sp.state in ("failed", "done", "held") or (sp.proc is not None and sp.proc.poll() is None and
-                       self.block.rows[sp.index]["state"] == st.RUNNING) for sp in self.stages.values())
+            started = len(self.stages) == len(self.cfg.stages)
+            return started and all(
+                sp.state in ("failed", "done", "held") or (sp.proc is not None and sp.proc.poll() is None and
+                                                           self.block.rows[sp.index]["state"] == st.RUNNING)
+                for sp in self.stages.values())
 
     def check(self) -> None:
         """One round of supervision: restart dead or silent stages, with backoff and a cap."""

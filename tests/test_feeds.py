@@ -130,8 +130,11 @@ def _counters(p, stage: str) -> dict:
     return p.stage(stage)["counters"]
 
 
-def _check_valid(p) -> dict[str, int]:
-    """Every record every sink kept is a valid record; returns how many per ring."""
+def _down_and_check(p) -> dict[str, int]:
+    """Stop the pipeline; every record every sink kept is a valid record, and no sink saw a gap or a duplicate.
+    Returns how many records per ring."""
+    sinks = {s["name"]: s["counters"] for s in p.status()["stages"] if s["name"].startswith("s_")}
+    p.down()
     counts = {}
     for ring, dtype in SINKS.items():
         recs = p.sink_records(dtype, f"s_{ring}")
@@ -158,9 +161,8 @@ def _check_valid(p) -> dict[str, int]:
                 b = recs["bid_px"][i, : recs["n_bids"][i]]
                 a = recs["ask_px"][i, : recs["n_asks"][i]]
                 assert (np.diff(b) < 0).all() and (np.diff(a) > 0).all(), f"{ring}: levels out of order"
-    for s in (f"s_{r}" for r in SINKS):
-        st = _counters(p, s)
-        assert st["gaps"] == 0 and st["dups"] == 0, (s, st)
+    for name, st in sinks.items():
+        assert st["gaps"] == 0 and st["dups"] == 0, (name, st)
     return counts
 
 
@@ -228,8 +230,7 @@ def test_feeds_survive_every_fault_and_keep_rings_clean(feeds):
         st = p.stage(stage)
         assert st["state"] == "running" and st["restarts"] == 0, st
         assert st["errors"] > 0 and st["last_error"], "faults are reported in the status row"
-    p.down()
-    counts = _check_valid(p)
+    counts = _down_and_check(p)
     assert all(counts[r] > 0 for r in SINKS), counts
 
 
@@ -241,9 +242,8 @@ def test_feed_killed_with_sigkill_goes_on_writing_the_same_ring(feeds):
     p.wait_for(lambda s: next(x for x in s["stages"] if x["name"] == "kucoin")["restarts"] == 1, 30, "restart")
     p.wait_for(lambda s: (lambda k: k["state"] == "running" and k["records_out"] > 20)(
         next(x for x in s["stages"] if x["name"] == "kucoin")), 60, "records after the restart")
-    p.down()
+    _down_and_check(p)
     recs = p.sink_records(BBO, "s_kc_ticks")
     assert recs["seq"][0] == 0 and len(recs) > pos_before + 20, "one stream, before and after the kill"
     resync = np.flatnonzero(recs["flags"] & 4)
     assert len(resync) >= 2, "the first records after each (re)connect carry FLAG_RESYNC"
-    _check_valid(p)
