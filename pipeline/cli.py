@@ -138,6 +138,8 @@ def up(
     out.print(stage_table(sup.status()))
     out.print("running; Ctrl-C stops it" + (f" (or after {duration:g} s)" if duration else ""), highlight=False)
     sup.run(duration)
+    if sup.last_status:
+        out.print(stage_table(sup.last_status))
     out.print(f"pipeline {sup.cfg.name} stopped", highlight=False)
 
 

@@ -120,6 +120,8 @@ class Supervisor:
         self._dma = None
         self.tweak_results: list[tweaks.TweakResult] = []
         self.cleaned: list[str] = []
+        self.last_status: dict | None = None
+        """Status taken as shutdown began (what `pipeline up` prints at the end)."""
 
     # -- start ---------------------------------------------------------------------------------------------------
 
@@ -509,6 +511,8 @@ class Supervisor:
         self.stopping.set()
         if self._lock_fd < 0:  # never started, or another supervisor owns this pipeline: nothing here is ours
             return
+        if self.block is not None:
+            self.last_status = self.status()
         with self.lock:
             for sp in self.stages.values():
                 if sp.proc and sp.proc.poll() is None:
