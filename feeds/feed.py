@@ -18,7 +18,6 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from pathlib import Path
 from typing import ClassVar
 
 import msgspec
@@ -51,7 +50,8 @@ class FeedParams(msgspec.Struct, forbid_unknown_fields=True):
     trades: bool = False
     """Subscribe to public trades."""
     record: str = ""
-    """Record raw frames to ``<record>.<YYYYMMDD>.<n>.rec.gz`` ('' = off); written by a background thread."""
+    """Record raw frames to ``<record>.<YYYYMMDD>.<n>.rec.gz`` ('' = off; relative to the run directory); written
+    by a background thread, rotated by size and by UTC day."""
     reconnect_initial_s: float = 0.25
     """First reconnect delay; doubles per failed attempt, with jitter."""
     reconnect_max_s: float = 30.0
@@ -159,8 +159,9 @@ class WsFeed(Stage):
         if self.p.record:
             from feeds.recording import Recorder
 
-            Path(self.p.record).parent.mkdir(parents=True, exist_ok=True)
-            self.recorder = Recorder(self.p.record, self.venue, report=self.ctx.error)
+            prefix = self.ctx.run_dir / self.p.record  # relative to the run directory; absolute stays
+            prefix.parent.mkdir(parents=True, exist_ok=True)
+            self.recorder = Recorder(prefix, self.venue, report=self.ctx.error)
         if self.p.books:
             self.pool = cf.ThreadPoolExecutor(2, thread_name_prefix="snapshot")
         return []
