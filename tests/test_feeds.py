@@ -9,6 +9,7 @@ import os
 import signal
 import socket
 import urllib.request
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -326,3 +327,35 @@ def test_recorded_frames_replay_to_the_records_the_live_feed_published(make_pipe
                 n = rec["n_bids"]
                 assert rec["bid_px"][:n].tolist() == [b[0] for b in row["bids"]]
                 assert rec["ask_qty"][: rec["n_asks"]].tolist() == [a[1] for a in row["asks"]]
+
+
+def test_pipeline_replay_feeds_a_running_pipeline_in_place_of_its_feed(make_pipeline, tmp_path):
+    from conftest import cli
+
+    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "recorded"
+    usdm = data / "binance_2024-08-08" / "usdm_btcusdt_20240808.gz"
+    if not usdm.exists():
+        pytest.skip("shared/data/recorded is not beside the project")
+    port = _free_port()
+    p = make_pipeline(RECORD_CONFIG.replace("{port}", str(port)))
+    p.up()
+    p.wait_for(lambda s: next(x for x in s["stages"] if x["name"] == "sink")["records_in"] > 50, 60, "records")
+    run = cli("replay", str(usdm), "--stage", "kucoin", "--run-dir", str(p.run_dir), timeout=300)
+    assert "stage kucoin resumed" in run.stdout
+    p.wait_for(lambda s: next(x for x in s["stages"] if x["name"] == "kucoin")["state"] == "running", 60, "resumed")
+    after = p.stage("sink")["records_in"]
+    p.wait_for(lambda s: next(x for x in s["stages"] if x["name"] == "sink")["records_in"] > after + 20, 60,
+               "the live feed publishes again")
+    sink = p.stage("sink")["counters"]
+    assert sink["gaps"] == 0 and sink["dups"] == 0, sink
+    p.down()
+    out = tmp_path / "dump.jsonl"
+    cli("replay", str(usdm), "--dump", str(out))
+    want = [(r["exch_seq"], r["bid"], r["ask"]) for r in map(json.loads, out.read_text().splitlines())
+            if r["kind"] == "bbo"]
+    recs = p.sink_records(BBO)
+    got = list(zip(recs["venue_seq"].tolist(), recs["bid_px"].tolist(), recs["ask_px"].tolist(), strict=True))
+    start = got.index(want[0])
+    assert got[start: start + len(want)] == want, "the whole recording, in order, as one block"
+    assert start > 0 and start + len(want) < len(got), "live records before and after the replayed ones"
+    assert (np.diff(recs["src_seq"].astype(np.int64)) >= 0).all()
