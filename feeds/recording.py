@@ -534,6 +534,8 @@ def _venue_of_url(url: str) -> str | None:
     host = urlsplit(url).hostname or ""
     if host == "kucoin.com" or host.endswith(".kucoin.com"):
         return "kucoin"
+    if host == "mexc.com" or host.endswith(".mexc.com"):
+        return "mexc"
     if host.endswith(".binance.com"):
         if host.startswith(("fstream", "fapi")):
             return "binance_usdm"
@@ -562,8 +564,8 @@ def _venue_of_frame(data: bytes) -> str | None:
 
 
 def detect_venue(path: str | Path) -> str | None:
-    """"kucoin", "binance" (spot) or "binance_usdm" from a recording's header, URLs or first frames, else from an
-    hftbacktest file name (``spot_``, ``usdm_``); None when none of them tells."""
+    """"kucoin", "binance" (spot), "binance_usdm" or "mexc" from a recording's header, URLs or first frames, else from
+    an hftbacktest file name (``spot_``, ``usdm_``); None when none of them tells."""
     meta: dict[str, str] = {}
     try:
         with closing(_frames(path, [], meta)) as frames:

@@ -32,7 +32,7 @@ from pipeline.config import Instrument, PipelineConfig, StageSpec
 from pipeline.records import BOOK_LEVELS
 from pipeline.stage import DONE, Stage, StageContext
 
-VENUES = ("kucoin", "binance", "binance-usdm")
+VENUES = ("kucoin", "binance", "binance-usdm", "mexc")
 """Venues a recording can be replayed as."""
 SCAN_FRAMES = 20000
 """Frames read at the start of a recording to find its symbols (besides connect URLs and subscriptions)."""
@@ -41,6 +41,7 @@ BATCH = 256
 
 _KUCOIN_TOPIC = re.compile(rb"/market/[A-Za-z0-9]+:([A-Z0-9,_-]+)")
 _BINANCE_STREAM = re.compile(rb"([a-z0-9]+)@(?:bookTicker|depth|aggTrade|trade|kline)")
+_MEXC_CHANNEL = re.compile(rb"\.pb@(?:\d+ms@)?([A-Z0-9]+)")
 
 
 class ReplayError(ValueError):
@@ -71,6 +72,9 @@ def symbols_in(path: str, venue: str) -> list[str]:
                 for s in m.group(1).split(b","):
                     if s and s != b"all" and b"_" not in s:  # candle topics: SYMBOL_1min
                         found[s.decode()] = None
+        elif venue == "mexc":  # channel names: in subscriptions and inside every protobuf push
+            for m in _MEXC_CHANNEL.finditer(text):
+                found[m.group(1).decode()] = None
         else:
             for m in _BINANCE_STREAM.finditer(text):
                 found[m.group(1).decode().upper()] = None
@@ -81,6 +85,10 @@ def make_parser(venue: str, symbols: dict[str, int], emit: Emitter, books: bool,
     """The live parser of ``venue``."""
     if venue == "kucoin":
         return KucoinParser(symbols, emit, books=books, depth=depth)
+    if venue == "mexc":
+        from feeds.mexc_messages import MexcParser  # protobuf classes compile on first use
+
+        return MexcParser(symbols, emit, books=books, depth=depth)
     return BinanceParser(symbols, emit, market="usdm" if venue == "binance-usdm" else "spot", books=books,
                          depth=depth)
 

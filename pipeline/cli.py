@@ -219,7 +219,7 @@ def restart(stage: str = typer.Argument(..., help="Stage name."), run_dir: Path 
 @app.command()
 def replay(
     files: str = typer.Argument(..., help="Recording(s), comma-separated: merged by receive time."),
-    venue: str = typer.Option("", "--venue", help="kucoin, binance or binance-usdm, when the recording does not "
+    venue: str = typer.Option("", "--venue", help="kucoin, binance, binance-usdm or mexc, when the recording does not "
                               "say (comma-separated: one per file)."),
     speed: str = typer.Option("max", "--speed", help="A multiple of recorded time (1, 10, ...) or 'max'."),
     dump: Path | None = typer.Option(None, "--dump", help="Write the normalized records as JSON lines here."),
@@ -255,7 +255,8 @@ def replay(
     from pipeline.ring import Ring
 
     cfg = load(rd / CONFIG_NAME)
-    feeds = [s["name"] for s in reply["stages"] if s["kind"] in ("kucoin", "binance", "binance-usdm", "replay")]
+    feeds = [s["name"] for s in reply["stages"]
+             if s["kind"] in ("kucoin", "binance", "binance-usdm", "mexc", "replay")]
     target = stage or (feeds[0] if len(feeds) == 1 else "")
     if target not in cfg.stages:
         raise _fail(f"--stage: name the feed stage to replace (feeds: {', '.join(feeds) or 'none'})")

@@ -27,6 +27,7 @@ STAGE_KINDS: dict[str, str] = {
     "kucoin": "feeds.kucoin:KucoinFeed",
     "binance": "feeds.binance:BinanceFeed",
     "binance-usdm": "feeds.binance:BinanceUsdmFeed",
+    "mexc": "feeds.mexc:MexcFeed",
     "replay": "feeds.replay:ReplayFeed",
 }
 """Stage kinds by the name a config uses; a config may also name any class as ``module:Class``."""

@@ -4,7 +4,8 @@ Each connection has a queue drained by its own writer task, so a slow client nev
 whose queue passes ``max_queue`` frames is cut off, as venues do). Market data goes through ``send`` and obeys a
 venue stall (held and released after it, or dropped); control frames (welcome, pong, acks) go through
 ``send_control`` and never stall. Keys are ``(scope, name)`` pairs chosen by the venue modules, e.g.
-``("kucoin", "/market/ticker:BTC-USDT")`` or ``("binance-usdm/public", "btcusdt@bookTicker")``.
+``("kucoin", "/market/ticker:BTC-USDT")`` or ``("binance-usdm/public", "btcusdt@bookTicker")``. Frames are text
+websocket messages, except a ``Binary`` (MEXC's protobuf pushes), which goes out as a binary message.
 """
 
 from __future__ import annotations
@@ -19,9 +20,13 @@ from typing import Any
 
 from aiohttp import WSMsgType, web
 
-VENUES = ("kucoin", "binance", "binance-usdm")
+VENUES = ("kucoin", "binance", "binance-usdm", "mexc")
 
 Key = tuple[str, str]
+
+
+class Binary(bytes):
+    """A frame sent as a binary websocket message (plain ``bytes`` go out as text)."""
 
 
 @dataclass(eq=False)
@@ -140,7 +145,7 @@ class Registry:
         st = self.stats[conn.venue]
         try:
             while (data := await conn.queue.get()) is not None:
-                await conn.ws.send_frame(data, WSMsgType.TEXT)
+                await conn.ws.send_frame(data, WSMsgType.BINARY if type(data) is Binary else WSMsgType.TEXT)
                 st["frames_sent"] += 1
         except Exception:
             self.kill(conn)

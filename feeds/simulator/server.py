@@ -15,9 +15,12 @@ import sys
 
 from aiohttp import web
 
+from feeds.proto import ProtoError
+
 from .binance import BinanceVenue
 from .engine import Engine, Options
 from .kucoin import KucoinVenue
+from .mexc import MexcVenue
 
 ENGINE = web.AppKey("engine", Engine)
 VENUES = web.AppKey("venues", list)
@@ -27,8 +30,9 @@ VENUES = web.AppKey("venues", list)
 def build_app(engine: Engine) -> web.Application:
     """The aiohttp application: every venue's routes plus ``/_sim/*``."""
     app = web.Application()
-    venues: list[KucoinVenue | BinanceVenue] = [KucoinVenue(engine), BinanceVenue(engine, futures=False),
-                                                BinanceVenue(engine, futures=True)]
+    venues: list[KucoinVenue | BinanceVenue | MexcVenue] = [
+        KucoinVenue(engine), BinanceVenue(engine, futures=False), BinanceVenue(engine, futures=True),
+        MexcVenue(engine)]
     for venue in venues:
         venue.add_routes(app)
         engine.listeners.append(venue)
@@ -51,7 +55,8 @@ def _positive(text: str) -> float:
 
 
 def parse_args(argv: list[str] | None = None) -> Options:
-    ap = argparse.ArgumentParser(prog="python -m feeds.simulator", description="Local KuCoin / Binance exchange.")
+    ap = argparse.ArgumentParser(prog="python -m feeds.simulator",
+                                 description="Local KuCoin / Binance / MEXC exchange.")
     ap.add_argument("--port", type=int, required=True, help="TCP port on 127.0.0.1 (0: any free port)")
     ap.add_argument("--host", default="127.0.0.1")
     ap.add_argument("--seed", type=int, default=7)
@@ -119,6 +124,6 @@ def main(argv: list[str] | None = None) -> int:
     opts = parse_args(argv)
     try:
         return asyncio.run(serve(opts))
-    except (OSError, ValueError) as e:
+    except (OSError, ValueError, ProtoError) as e:
         print(f"simulator: {e}", file=sys.stderr)
         return 2
