@@ -163,12 +163,18 @@ class Emitter:
         """Wall-clock receive time of the current frame (recorded receive time in replay)."""
         self.t_wall_ms = 0
         self.resync: set[int] = set()
-        """Instruments whose next record carries FLAG_RESYNC (after a reconnect: records may be missing)."""
+        """Instruments whose next bbo record carries FLAG_RESYNC (after a reconnect: records may be missing)."""
+        self._resync_trade: set[int] = set()
+        self._resync_book: set[int] = set()
         self._lat = (0, 0)  # (receive ns, exchange ms) of the latest record with an exchange time
 
     def mark_resync(self, instruments) -> None:
-        """Flag the next record of each of ``instruments`` with FLAG_RESYNC."""
-        self.resync.update(instruments)
+        """Flag the next record of each kind (bbo, trade, book) of each of ``instruments`` with FLAG_RESYNC, so the
+        consumer of every ring learns of the break."""
+        instruments = set(instruments)
+        self.resync |= instruments
+        self._resync_trade |= instruments
+        self._resync_book |= instruments
 
     def frame(self, t_mono_ns: int, t_wall_ns: int) -> None:
         """Start a new received frame."""
@@ -191,10 +197,11 @@ class Emitter:
         self.counts.by_kind[kind] = self.counts.by_kind.get(kind, 0) + 1
         self.report(kind, text)
 
-    def _stamp(self, inst: int, ts_ms: int, flags: int) -> tuple[int, int]:
-        """Event time and flags of a record: receive time where the venue sent none; resync flag; skew count."""
-        if self.resync and inst in self.resync:
-            self.resync.discard(inst)
+    def _stamp(self, inst: int, ts_ms: int, flags: int, pending: set[int]) -> tuple[int, int]:
+        """Event time and flags of a record: receive time where the venue sent none; resync flag (``pending``: the
+        kind's instruments still owed one); skew count."""
+        if pending and inst in pending:
+            pending.discard(inst)
             flags |= FLAG_RESYNC
         if ts_ms <= 0:
             return self.t_wall_ms, flags | FLAG_LOCAL_TIME
@@ -212,7 +219,7 @@ class Emitter:
             else:
                 self.bad("crossed", f"instrument {inst}: crossed book, bid {bid} >= ask {ask}")
             return False
-        ts_ms, flags = self._stamp(inst, ts_ms, flags)
+        ts_ms, flags = self._stamp(inst, ts_ms, flags, self.resync)
         self._bbo(inst, ts_ms, venue_seq, bid, bid_qty, ask, ask_qty, flags)
         self.counts.records += 1
         return True
@@ -222,7 +229,7 @@ class Emitter:
         if not (0.0 < price < _INF and 0.0 < qty < _INF):
             self.bad("bad_price", f"instrument {inst}: trade {price} x {qty}")
             return False
-        ts_ms, flags = self._stamp(inst, ts_ms, flags)
+        ts_ms, flags = self._stamp(inst, ts_ms, flags, self._resync_trade)
         self._trade(inst, ts_ms, trade_id, price, qty, side, flags)
         self.counts.records += 1
         return True
@@ -232,7 +239,7 @@ class Emitter:
         if bids.shape[0] and asks.shape[0] and bids[0, 0] >= asks[0, 0]:
             self.bad("crossed", f"instrument {inst}: local book crossed, bid {bids[0, 0]} >= ask {asks[0, 0]}")
             return False
-        ts_ms, flags = self._stamp(inst, ts_ms, flags)
+        ts_ms, flags = self._stamp(inst, ts_ms, flags, self._resync_book)
         self._book(inst, ts_ms, venue_seq, bids[:BOOK_LEVELS], asks[:BOOK_LEVELS], flags)
         self.counts.records += 1
         return True
@@ -297,6 +304,14 @@ class RingEmitter(Emitter):
                 # the compiled entry point, bound once: no type dispatch per record
                 self._rings[kind] = (ring, entry_point(fn, ring.hdr, ring.data, ring.slots, *args),
                                      ring.hdr, ring.data, ring.slots)
+
+    def fast_bbo(self) -> tuple[Ring, int] | None:
+        """For a parser's compiled fast path (``feeds.scan``): the bbo ring, and the last frame number whose bbo
+        records a resumed replay skips (0: none); None when bbo records are not stored."""
+        target = self._rings.get("bbo")
+        if target is None:
+            return None
+        return target[0], self.resume.get("bbo", (0, 0))[0]
 
     def frame(self, t_mono_ns: int, t_wall_ns: int) -> None:
         super().frame(t_mono_ns, t_wall_ns)

@@ -17,11 +17,16 @@ outside the instance: a standby process constructs a throwaway instance to warm 
 
 from __future__ import annotations
 
+import fcntl
 import os
 import signal
 import sys
+import tempfile
+import threading
 import time
 import traceback
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import ClassVar
@@ -166,6 +171,31 @@ def _resume(ctx: StageContext, stage: Stage, positions: list[int]) -> None:
             ring.skip(pos - cons)
 
 
+@contextmanager
+def _compiling(ctx: StageContext | None) -> Iterator[None]:
+    """Compile one stage process at a time, host-wide: the first compiles and fills numba's cache, the others then
+    load from it in about a second instead of all compiling at once on shared cores (tens of seconds each on a
+    fresh install). ``ctx``: beat its heartbeat meanwhile, so the supervisor sees a starting stage alive."""
+    done = threading.Event()
+
+    def beat() -> None:
+        while not done.wait(0.2):
+            ctx.beat()
+
+    beater = threading.Thread(target=beat, daemon=True) if ctx is not None else None
+    if beater is not None:
+        beater.start()
+    fd = os.open(Path(tempfile.gettempdir()) / f"lowlat-compile-{os.getuid()}.lock", os.O_RDWR | os.O_CREAT, 0o600)
+    try:
+        fcntl.flock(fd, fcntl.LOCK_EX)
+        yield
+    finally:
+        os.close(fd)  # releases the lock
+        done.set()
+        if beater is not None:
+            beater.join()
+
+
 def run(run_dir: Path, name: str, wait: str, standby: bool = False) -> int:
     """Run one stage until SIGTERM; the process's exit code.
 
@@ -188,12 +218,13 @@ def run(run_dir: Path, name: str, wait: str, standby: bool = False) -> int:
         print(f"[{name}] {e}", file=sys.stderr)
         return 2
     ctx = StageContext(name, cfg, spec, inputs, outputs, row, wait, run_dir)
-    for ring in inputs + outputs:
-        ring.warm()
-    if standby:
-        cls(ctx, params).warm()
-        if sys.stdin.readline().strip() != "go":  # EOF: the supervisor is gone or no longer needs us
-            return 0
+    with _compiling(None if standby else ctx):
+        for ring in inputs + outputs:
+            ring.warm()
+        if standby:
+            cls(ctx, params).warm()
+    if standby and sys.stdin.readline().strip() != "go":  # EOF: the supervisor is gone or no longer needs us
+        return 0
     now = time.perf_counter_ns()
     row["pid"], row["state"], row["started_ns"], row["heartbeat_ns"] = os.getpid(), st.STARTING, now, now
 
@@ -203,9 +234,12 @@ def run(run_dir: Path, name: str, wait: str, standby: bool = False) -> int:
     signal.signal(signal.SIGTERM, on_term)
     signal.signal(signal.SIGINT, on_term)
     try:
-        stage = cls(ctx, params)
-        if not standby:
-            stage.warm()
+        if standby:  # compiled already, before "go": no lock to wait for on a restart
+            stage = cls(ctx, params)
+        else:
+            with _compiling(ctx):
+                stage = cls(ctx, params)
+                stage.warm()
         row["state"] = st.REBUILDING
         ctx.beat()
         _resume(ctx, stage, stage.rebuild())

@@ -304,7 +304,8 @@ class Supervisor:
                     age = (time.perf_counter_ns() - int(row["heartbeat_ns"])) / 1e9
                     if age > sup.heartbeat_timeout_s:
                         why = f"heartbeat stopped ({age:.1f} s old)"
-                elif now - sp.started > sup.start_timeout_s:
+                elif min(now - sp.started, (time.perf_counter_ns() - int(row["heartbeat_ns"])) / 1e9) > \
+                        sup.start_timeout_s:  # a starting stage that beats (compiling, or waiting to) is alive
                     why = f"not ready after {sup.start_timeout_s:.0f} s"
                 if why:
                     self._crashed(sp, why, now)

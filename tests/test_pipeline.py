@@ -193,7 +193,7 @@ def test_control_socket_rejects_unknown_commands(make_pipeline) -> None:
     assert [t["name"] for t in tw] == ["sleep-targets", "cpu-dma-latency", "cpu-governor"]
     assert all(t["status"] in ("applied", "already set", "not possible") and t["detail"] for t in tw)
     assert request(p.run_dir, {"cmd": "rm -rf"}) == {
-        "ok": False, "error": "unknown command 'rm -rf' (commands: ping, status, restart, down)"}
+        "ok": False, "error": "unknown command 'rm -rf' (commands: ping, status, restart, hold, down)"}
     with socket.socket(socket.AF_UNIX) as s:
         s.connect(str(p.run_dir / "control.sock"))
         s.sendall(b"not json\n")
