@@ -12,9 +12,10 @@ decoded once by the Struct of its kind, numeric strings converted inside msgspec
   diff publishes the top ``depth`` levels; a gap puts only that symbol in ``need_snapshot``.
 * kline and every other stream: ignored.
 
-Subscription answers ``{"result": ..., "id": N}``, errors ``{"code": .., "msg": ..}`` and ``serverShutdown`` come
-back as a ``Control``. Bad input is counted through the emitter, as in ``feeds.kucoin_messages``; ``on_frame``
-never raises on any input.
+A ``RingEmitter`` with a bbo ring gets bookTicker frames through ``feeds.scan`` first: one compiled call scans the
+frame and publishes its BBO; whatever it does not take comes here. Subscription answers ``{"result": ..., "id":
+N}``, errors ``{"code": .., "msg": ..}`` and ``serverShutdown`` come back as a ``Control``. Bad input is counted
+through the emitter, as in ``feeds.kucoin_messages``; ``on_frame`` never raises on any input.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ import msgspec
 from feeds.book import BinanceSpotSync, BinanceUsdmSync, Snapshot, decode_binance_depth, decode_binance_snapshot
 from feeds.emit import Emitter
 from feeds.kucoin_messages import U63, BookKeeping, Control, SymbolState, raw_text, snip
+from feeds.scan import binance_book_ticker
 
 __all__ = ["BinanceParser", "Control"]
 
@@ -87,10 +89,12 @@ class BinanceParser(BookKeeping):
     """Parses Binance spot (``market="spot"``) or USD-M (``"usdm"``) market-stream frames into ``emit``.
 
     ``symbols`` maps the venue symbol (``BTCUSDT``) to the instrument id. With ``books`` every symbol keeps a
-    ``BinanceSpotSync`` / ``BinanceUsdmSync``; ``need_snapshot`` holds the symbols waiting for a REST snapshot."""
+    ``BinanceSpotSync`` / ``BinanceUsdmSync``; ``need_snapshot`` holds the symbols waiting for a REST snapshot.
+    With ``fast`` and a ``RingEmitter`` that stores bbo records, bookTicker frames take the compiled fast path
+    first (``feeds.scan.binance_book_ticker``): the same records and counters in a fraction of the time."""
 
     def __init__(self, symbols: dict[str, int], emit: Emitter, market: str = "spot", books: bool = False,
-                 depth: int = 10) -> None:
+                 depth: int = 10, fast: bool = True) -> None:
         if market not in ("spot", "usdm"):
             raise ValueError(f"market must be 'spot' or 'usdm', not {market!r}")
         self.emit = emit
@@ -113,6 +117,9 @@ class BinanceParser(BookKeeping):
         self._usdm = market == "usdm"
         self.venue = "binance-usdm" if self._usdm else "binance"
         self.resync_all()
+        if fast:
+            self._bind_fast(binance_book_ticker, [{sym.encode(): st for sym, st in self.states.items()},
+                                                  {low.encode(): st for low, st in self._lower.items()}], self._usdm)
 
     def _new_sync(self) -> BinanceSpotSync | BinanceUsdmSync:
         return BinanceUsdmSync() if self._usdm else BinanceSpotSync()
@@ -132,7 +139,7 @@ class BinanceParser(BookKeeping):
 
     # -- frames --------------------------------------------------------------------------------------------------
 
-    def on_frame(self, data: bytes, t_mono_ns: int, t_wall_ns: int) -> Control | None:
+    def _parse_frame(self, data: bytes, t_mono_ns: int, t_wall_ns: int) -> Control | None:
         """Parse one received frame; returns the control frame, None for data frames. Never raises."""
         emit = self.emit
         emit.frame(t_mono_ns, t_wall_ns)

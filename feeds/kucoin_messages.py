@@ -13,9 +13,11 @@ instrument and the handler through one dict lookup precomputed per symbol:
   diff publishes the top ``depth`` levels; a gap puts the symbol in ``need_snapshot`` (the feed fetches the REST
   snapshot and calls ``on_snapshot``).
 
-Control frames (welcome, pong, ack, error) come back as a ``Control``. Bad input is counted through the emitter
-(``malformed_json`` / ``missing_field`` under ``parse_err``; refused values under ``bad_value``); unknown topics,
-subjects and symbols are ignored. ``on_frame`` never raises on any input.
+A ``RingEmitter`` with a bbo ring gets the tickers through ``feeds.scan`` first: one compiled call scans the frame
+and publishes its BBO; whatever it does not take comes here. Control frames (welcome, pong, ack, error) come back
+as a ``Control``. Bad input is counted through the emitter (``malformed_json`` / ``missing_field`` under
+``parse_err``; refused values under ``bad_value``); unknown topics, subjects and symbols are ignored. ``on_frame``
+never raises on any input.
 """
 
 from __future__ import annotations
@@ -23,9 +25,11 @@ from __future__ import annotations
 from typing import Annotated
 
 import msgspec
+import numpy as np
 
 from feeds.book import KucoinSync, Snapshot, decode_kucoin_l2, decode_kucoin_snapshot
-from feeds.emit import Emitter
+from feeds.emit import Emitter, RingEmitter
+from feeds.scan import BLOCKED, FastTicker, kucoin_ticker
 from pipeline.records import FLAG_RESYNC
 
 U63 = Annotated[int, msgspec.Meta(ge=0, le=(1 << 63) - 1)]
@@ -93,23 +97,38 @@ class _Match(msgspec.Struct, gc=False):
 
 
 _SIDES = {"buy": 1, "sell": -1}
+_TICKER_PREFIX = "/market/ticker:"
 _TICKER, _MATCH, _L2, _TICKER_ALL = 1, 2, 3, 4
 
 
 class SymbolState:
     """Per-symbol state."""
 
-    __slots__ = ("inst", "last_seq", "resync", "symbol", "sync")
+    __slots__ = ("_k", "_seqs", "inst", "resync", "symbol", "sync")
 
     def __init__(self, symbol: str, inst: int, sync) -> None:
         self.symbol = symbol
         self.inst = inst
-        self.last_seq = -1
-        """Sequence of the last ticker seen."""
+        self._seqs = np.full(1, -1, dtype=np.int64)
+        self._k = 0
         self.sync = sync
         """The symbol's book sync (None without books)."""
         self.resync = True
         """The next book record is the first after a (re)sync: it carries FLAG_RESYNC."""
+
+    @property
+    def last_seq(self) -> int:
+        """Sequence of the last ticker seen (-1: none)."""
+        return int(self._seqs[self._k])
+
+    @last_seq.setter
+    def last_seq(self, seq: int) -> None:
+        self._seqs[self._k] = seq
+
+    def share_seq(self, seqs: np.ndarray, k: int) -> None:
+        """Keep ``last_seq`` in ``seqs[k]`` from now on (the array a compiled fast path reads and updates)."""
+        seqs[k] = self.last_seq
+        self._seqs, self._k = seqs, k
 
 
 def _trade_id(tid: str) -> int:
@@ -122,7 +141,8 @@ def _trade_id(tid: str) -> int:
 class BookKeeping:
     """Local books of a parser's symbols (the part KuCoin and Binance share): diffs go to each symbol's sync
     object, applied ones publish the book's top ``depth`` levels, gaps and new connections put symbols in
-    ``need_snapshot``, and ``on_snapshot`` joins a REST snapshot to the buffered diffs."""
+    ``need_snapshot``, and ``on_snapshot`` joins a REST snapshot to the buffered diffs. Also binds the compiled
+    ticker fast path (``feeds.scan``) when the emitter is a ``RingEmitter`` with a bbo ring."""
 
     venue = ""
     emit: Emitter
@@ -131,6 +151,63 @@ class BookKeeping:
     need_snapshot: set[str]
     states: dict[str, SymbolState]
     """Per-symbol state by venue symbol (``states[sym].sync.book`` is the symbol's local book)."""
+    _fast: FastTicker | None = None
+    """The ticker fast path, tried first by ``on_frame``; None when the emitter does not take it."""
+
+    def _bind_fast(self, fn, tables, usdm: bool = False) -> None:
+        """Bind the fused scanner ``fn`` to this parser's symbols (``tables``: symbol bytes -> SymbolState, see
+        ``FastTicker``) and to the emitter's bbo ring, sharing every symbol's ``last_seq``, and put the fast path in
+        front of the general parser (``on_frame``). Only a plain ``RingEmitter``: other emitters store records
+        their own way. The emitter (and a replay's resume point) is read now: a parser keeps its emitter."""
+        emit = self.emit
+        target = emit.fast_bbo() if type(emit) is RingEmitter else None
+        if target is None:
+            return
+        ring, after = target
+        states = list(self.states.values())
+        index = {id(st): k for k, st in enumerate(states)}
+        fast = FastTicker(fn, ring, [st.inst for st in states],
+                          [{key: index[id(st)] for key, st in t.items()} for t in tables], usdm, after)
+        for k, st in enumerate(states):
+            st.share_seq(fast.seqs, k)
+        self._fast = fast
+        call, addr, counts = fast.fn, fast.addr, emit.counts
+
+        def on_frame(data: bytes, t_mono_ns: int, t_wall_ns: int) -> Control | None:
+            """Parse one received frame; returns the control frame, None for data frames. Never raises. A ticker
+            goes through the compiled fast path; every other frame, and every ticker it does not publish, through
+            the venue's general parser (``_parse_frame``)."""
+            if emit.resync:
+                fast.block(emit.resync)
+            seq = emit.src_seq + 1
+            wall_ms = t_wall_ns // 1_000_000
+            ts = call(data, addr, seq, t_mono_ns, wall_ms)  # NOT_HANDLED for anything but bytes
+            if ts >= 0:  # published: what emit.frame() and emit.bbo() keep track of, inlined
+                emit.src_seq = seq
+                emit.t_mono_ns = t_mono_ns
+                emit.t_wall_ns = t_wall_ns
+                emit.t_wall_ms = wall_ms
+                counts.frames += 1
+                counts.records += 1
+                if ts:
+                    emit._lat = (t_wall_ns, ts)
+                    if ts > wall_ms:
+                        counts.skewed += 1
+                return None
+            if ts == BLOCKED:  # the emitter's resync set may have emptied since block() last saw it
+                fast.block(emit.resync)
+            return self._parse_frame(data, t_mono_ns, t_wall_ns)
+
+        self.on_frame = on_frame  # a closure: its variables cost less to reach than attributes (0.1 µs a frame)
+
+    def on_frame(self, data: bytes, t_mono_ns: int, t_wall_ns: int) -> Control | None:
+        """Parse one received frame; returns the control frame, None for data frames. Never raises. (With a fast
+        path bound, ``_bind_fast`` puts its own ``on_frame`` in front of this one.)"""
+        return self._parse_frame(data, t_mono_ns, t_wall_ns)
+
+    def _parse_frame(self, data: bytes, t_mono_ns: int, t_wall_ns: int) -> Control | None:
+        """The venue's general parser (``on_frame``)."""
+        raise NotImplementedError
 
     def _new_sync(self):
         """A fresh sync object for one symbol."""
@@ -212,9 +289,12 @@ class KucoinParser(BookKeeping):
     """Parses KuCoin spot websocket frames into ``emit`` (one parser per connection).
 
     ``symbols`` maps the venue symbol (``BTC-USDT``) to the instrument id. With ``books`` every symbol keeps a
-    ``KucoinSync``; ``need_snapshot`` holds the symbols waiting for a REST snapshot (all of them at the start)."""
+    ``KucoinSync``; ``need_snapshot`` holds the symbols waiting for a REST snapshot (all of them at the start).
+    With ``fast`` and a ``RingEmitter`` that stores bbo records, tickers take the compiled fast path first
+    (``feeds.scan.kucoin_ticker``): the same records and counters in a fraction of the time."""
 
-    def __init__(self, symbols: dict[str, int], emit: Emitter, books: bool = False, depth: int = 10) -> None:
+    def __init__(self, symbols: dict[str, int], emit: Emitter, books: bool = False, depth: int = 10,
+                 fast: bool = True) -> None:
         self.emit = emit
         self.books = books
         self.depth = depth
@@ -224,7 +304,7 @@ class KucoinParser(BookKeeping):
         for sym, inst in symbols.items():
             st = SymbolState(sym, inst, None)
             self.states[sym] = st
-            self._topics["/market/ticker:" + sym] = (_TICKER, st)
+            self._topics[_TICKER_PREFIX + sym] = (_TICKER, st)
             self._topics["/market/match:" + sym] = (_MATCH, st)
             if books:
                 self._topics["/market/level2:" + sym] = (_L2, st)
@@ -232,6 +312,9 @@ class KucoinParser(BookKeeping):
         self._ticker = msgspec.json.Decoder(_Ticker, strict=False)
         self._match = msgspec.json.Decoder(_Match, strict=False)
         self.resync_all()
+        if fast:
+            self._bind_fast(kucoin_ticker, [{topic[len(_TICKER_PREFIX):].encode(): st
+                                             for topic, (kind, st) in self._topics.items() if kind == _TICKER}])
 
     venue = "kucoin"
 
@@ -243,7 +326,7 @@ class KucoinParser(BookKeeping):
 
     # -- frames --------------------------------------------------------------------------------------------------
 
-    def on_frame(self, data: bytes, t_mono_ns: int, t_wall_ns: int) -> Control | None:
+    def _parse_frame(self, data: bytes, t_mono_ns: int, t_wall_ns: int) -> Control | None:
         """Parse one received frame; returns the control frame, None for data frames. Never raises."""
         emit = self.emit
         emit.frame(t_mono_ns, t_wall_ns)
