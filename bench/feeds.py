@@ -82,7 +82,9 @@ TICKER_P99_BAR_US = 20.0
 """The project's bar: lowlat p99 < 20 µs per ticker frame."""
 DEPTH = 10
 SEGMENT_PREFIX = "lowlat-bench-feeds."
-DEFAULT_DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "recorded"
+DEFAULT_DATA = next((p for p in (Path(__file__).resolve().parents[2] / "shared" / "data" / "recorded",
+                                  Path("/work/shared/data/recorded")) if p.is_dir()),
+                    Path(__file__).resolve().parents[2] / "shared" / "data" / "recorded")
 
 Frame = tuple[bytes, int, float]
 """(raw frame bytes, recorded receive time in ns, the same in s)."""

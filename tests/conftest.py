@@ -17,6 +17,19 @@ import pytest
 from pipeline.control import request
 
 TESTS = Path(__file__).parent
+
+
+def _shared() -> Path:
+    """The workspace's shared/ folder (reference vectors, recorded traffic): $LOWLAT_SHARED, else beside the
+    project, else /work/shared."""
+    for c in (os.environ.get("LOWLAT_SHARED"), TESTS.resolve().parents[1] / "shared", "/work/shared"):
+        if c and (Path(c) / "reference" / "test_vectors.json").is_file():
+            return Path(c)
+    return Path("/work/shared")
+
+
+SHARED = _shared()
+"""Where shared/reference and shared/data/recorded are."""
 ENV = dict(os.environ, PYTHONPATH=str(TESTS) + os.pathsep + os.environ.get("PYTHONPATH", ""))
 
 BASE_CONFIG = """

@@ -13,6 +13,7 @@ from urllib.parse import parse_qs, urlparse
 import msgspec
 import numpy as np
 import pytest
+from conftest import SHARED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +31,6 @@ from feeds.book import (
     decode_kucoin_snapshot,
 )
 
-SHARED = Path("/work/shared")
 VECTORS = json.loads((SHARED / "reference/test_vectors.json").read_text())["book_sync"]
 RECORDED = SHARED / "data/recorded"
 SYNCS = {"binance_spot": BinanceSpotSync, "binance_usdm": BinanceUsdmSync, "kucoin_spot": KucoinSync}

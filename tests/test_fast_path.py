@@ -20,6 +20,7 @@ from pathlib import Path
 import msgspec
 import numpy as np
 import pytest
+from conftest import SHARED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -30,7 +31,7 @@ from feeds.scan import NOT_HANDLED, binance_book_ticker, fastcall, kucoin_ticker
 from pipeline.records import BBO, BOOK, TRADE
 from pipeline.ring import Ring
 
-REC = Path("/work/shared/data/recorded")
+REC = SHARED / "data" / "recorded"
 GZ = REC / "binance_2024-08-08"
 GZ_FILES = ["spot_btcusdt_20240808.gz", "spot_ethusdt_20240808.gz", "usdm_btcusdt_20240808.gz",
             "usdm_ethusdt_20240808.gz"]

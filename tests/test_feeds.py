@@ -9,10 +9,10 @@ import os
 import signal
 import socket
 import urllib.request
-from pathlib import Path
 
 import numpy as np
 import pytest
+from conftest import SHARED
 
 from pipeline.records import BBO, BOOK, TRADE
 
@@ -332,7 +332,7 @@ def test_recorded_frames_replay_to_the_records_the_live_feed_published(make_pipe
 def test_pipeline_replay_feeds_a_running_pipeline_in_place_of_its_feed(make_pipeline, tmp_path):
     from conftest import cli
 
-    data = Path(__file__).resolve().parents[2] / "shared" / "data" / "recorded"
+    data = SHARED / "data" / "recorded"
     usdm = data / "binance_2024-08-08" / "usdm_btcusdt_20240808.gz"
     if not usdm.exists():
         pytest.skip("shared/data/recorded is not beside the project")

@@ -22,6 +22,7 @@ import msgspec
 import numpy as np
 import pytest
 import websocket
+from conftest import SHARED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -34,8 +35,8 @@ from pipeline.config import ConfigError, parse
 from pipeline.records import BBO, BOOK, FLAG_LOCAL_TIME, FLAG_RESYNC, TRADE
 
 ROOT = Path(__file__).resolve().parents[1]
-VECTORS = json.loads((Path("/work/shared/reference/test_vectors.json")).read_text())["messages"] \
-    if Path("/work/shared/reference/test_vectors.json").is_file() else None
+VECTORS = json.loads(((SHARED / "reference" / "test_vectors.json")).read_text())["messages"] \
+    if (SHARED / "reference" / "test_vectors.json").is_file() else None
 T_WALL = 1_736_412_100_000 * 1_000_000
 SYMS = {"BTCUSDT": 0, "ETHUSDT": 1}
 PB = load()

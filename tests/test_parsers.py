@@ -16,6 +16,7 @@ from urllib.parse import parse_qs, urlparse
 
 import numpy as np
 import pytest
+from conftest import SHARED
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -24,8 +25,8 @@ from feeds.emit import ListEmitter
 from feeds.kucoin_messages import Control, KucoinParser
 from pipeline.records import FLAG_LOCAL_TIME, FLAG_RESYNC
 
-REF = Path("/work/shared/reference/test_vectors.json")
-REC = Path("/work/shared/data/recorded")
+REF = SHARED / "reference" / "test_vectors.json"
+REC = SHARED / "data" / "recorded"
 GZ = REC / "binance_2024-08-08"
 GZ_FILES = ["spot_btcusdt_20240808.gz", "spot_ethusdt_20240808.gz", "usdm_btcusdt_20240808.gz",
             "usdm_ethusdt_20240808.gz"]

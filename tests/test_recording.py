@@ -21,10 +21,11 @@ from decimal import Decimal
 from pathlib import Path
 
 import pytest
+from conftest import SHARED
 
 from feeds.recording import NS_PER_DAY, RETRY_S, Frame, Recorder, detect_venue, merge, read_frames
 
-REC = Path("/work/shared/data/recorded")
+REC = SHARED / "data" / "recorded"
 DAY = REC / "binance_2024-08-08"
 pytestmark = pytest.mark.skipif(not REC.is_dir(), reason=f"recorded data not found in {REC}")
 

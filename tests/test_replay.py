@@ -15,12 +15,12 @@ from pathlib import Path
 import numpy as np
 import orjson
 import pytest
-from conftest import ENV, cli
+from conftest import ENV, SHARED, cli
 
 from pipeline.records import BBO, BOOK
 
-DATA = Path(__file__).resolve().parents[2] / "shared" / "data" / "recorded"
-VECTORS = json.loads((Path(__file__).resolve().parents[2] / "shared" / "reference" / "test_vectors.json")
+DATA = SHARED / "data" / "recorded"
+VECTORS = json.loads((SHARED / "reference" / "test_vectors.json")
                      .read_text())
 USDM_BTC = DATA / "binance_2024-08-08" / "usdm_btcusdt_20240808.gz"
 

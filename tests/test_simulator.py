@@ -19,9 +19,10 @@ from typing import Any
 
 import pytest
 import websocket
+from conftest import SHARED
 
 ROOT = Path(__file__).resolve().parents[1]
-RECORDED = Path("/work/shared/data/recorded")
+RECORDED = SHARED / "data" / "recorded"
 START_MS = 1_722_000_000_000
 CLOSED = (websocket.WebSocketConnectionClosedException, ConnectionError, OSError)
 
