@@ -52,9 +52,7 @@ import gc
 import json
 import math
 import os
-import platform
 import resource
-import socket
 import sys
 import time
 import traceback
@@ -65,8 +63,9 @@ from typing import Any
 from urllib.parse import parse_qs, urlsplit
 
 import msgspec
-import numba
 import numpy as np
+
+from bench.host import cpu_times, host_info, loadavg
 
 STREAMS: tuple[str, ...] = ("kucoin_ticker", "binance_bookticker", "binance_depth")
 IMPLS: tuple[str, ...] = ("lowlat", "cryptofeed")
@@ -455,53 +454,6 @@ class CryptofeedRunner(Runner):
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def host_info() -> dict[str, Any]:
-    """Hostname, CPU model and count, kernel, Python and library versions."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    libs: dict[str, str | None] = {}
-    for dist in ("cryptofeed", "msgspec", "orjson"):
-        try:
-            libs[dist] = version(dist)
-        except PackageNotFoundError:
-            libs[dist] = None
-    return {
-        "hostname": socket.gethostname(),
-        "cpu_model": model,
-        "cpu_count": os.cpu_count(),
-        "cpus_allowed": sorted(os.sched_getaffinity(0)),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-        **libs,
-    }
-
-
-def _cpu_times() -> tuple[int, int]:
-    """(total, steal) jiffies over all CPUs, from /proc/stat."""
-    try:
-        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        return sum(v), v[7]
-    except (OSError, IndexError, ValueError):
-        return 0, 0
-
-
-def _loadavg() -> float | None:
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def _row(impl: str, stream: str, source: str, m: Measured) -> dict[str, Any]:
     us = np.asarray(m.lat, dtype=np.float64) / 1000.0
     p50, p90, p99, p999 = (round(float(v), 3) for v in np.percentile(us, [50, 90, 99, 99.9]))
@@ -564,13 +516,13 @@ def run(frames: int = DEFAULT_FRAMES, rounds: int = DEFAULT_ROUNDS, data_dir: Pa
         gc.collect()
         gc.freeze()
         acc = {key: Measured() for key in runners}
-        load0, cpu0 = _loadavg(), _cpu_times()
+        load0, cpu0 = loadavg(), cpu_times()
         for r, n in enumerate(_shares(frames, rounds)):
             for key, runner in runners.items():
                 say(f"round {r + 1}/{rounds}: {key[0]} {key[1]} ({n:,} frames)")
                 m = runner.measure(n)
                 acc[key].add(m.elapsed_ns, m.lat, m.records, m.cpu_s, m.preempted)
-        cpu1 = _cpu_times()
+        cpu1 = cpu_times()
         results: list[dict[str, Any]] = []
         for stream in STREAMS:
             for impl in IMPLS:
@@ -600,9 +552,9 @@ def run(frames: int = DEFAULT_FRAMES, rounds: int = DEFAULT_ROUNDS, data_dir: Pa
             s: None if by[("lowlat", s)]["p99_us"] is None else by[("lowlat", s)]["p99_us"] < TICKER_P99_BAR_US
             for s in TICKER_STREAMS},
     }
-    host = host_info()
+    host = host_info(("cryptofeed", "msgspec", "orjson"))
     jiffies = cpu1[0] - cpu0[0]
-    host["load"] = {"loadavg_start": load0, "loadavg_end": _loadavg(),
+    host["load"] = {"loadavg_start": load0, "loadavg_end": loadavg(),
                     "steal_pct": round(100 * (cpu1[1] - cpu0[1]) / jiffies, 1) if jiffies > 0 else None}
     return {
         "host": host,

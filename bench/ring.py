@@ -29,10 +29,8 @@ import importlib.util
 import json
 import multiprocessing as mp
 import os
-import platform
 import queue
 import shutil
-import socket
 import struct
 import sys
 import tempfile
@@ -48,6 +46,7 @@ from typing import Any
 import numba
 import numpy as np
 
+from bench.host import cpu_times, host_info, loadavg
 from pipeline import ring as R
 from pipeline.records import PING
 from pipeline.ring import Ring
@@ -537,53 +536,6 @@ def _peer_consumer(case: Case, chan: Any, ack: Any) -> Side:
 # ----------------------------------------------------------------------------------------------------------------
 
 
-def host_info() -> dict[str, Any]:
-    """Hostname, CPU model and count, kernel, Python and library versions."""
-    from importlib.metadata import PackageNotFoundError, version
-
-    model = platform.processor() or platform.machine()
-    try:
-        for line in Path("/proc/cpuinfo").read_text().splitlines():
-            if line.startswith("model name"):
-                model = line.split(":", 1)[1].strip()
-                break
-    except OSError:
-        pass
-    libs: dict[str, str | None] = {}
-    for dist in ("pyzmq", "faster-fifo"):
-        try:
-            libs[dist] = version(dist)
-        except PackageNotFoundError:
-            libs[dist] = None
-    return {
-        "hostname": socket.gethostname(),
-        "cpu_model": model,
-        "cpu_count": os.cpu_count(),
-        "cpus_allowed": sorted(os.sched_getaffinity(0)),
-        "kernel": platform.release(),
-        "python": platform.python_version(),
-        "numpy": np.__version__,
-        "numba": numba.__version__,
-        **libs,
-    }
-
-
-def _cpu_times() -> tuple[int, int]:
-    """(total, steal) jiffies over all CPUs, from /proc/stat."""
-    try:
-        v = [int(x) for x in Path("/proc/stat").read_text().split("\n", 1)[0].split()[1:9]]
-        return sum(v), v[7]
-    except (OSError, IndexError, ValueError):
-        return 0, 0
-
-
-def _loadavg() -> float | None:
-    try:
-        return float(Path("/proc/loadavg").read_text().split()[0])
-    except (OSError, IndexError, ValueError):
-        return None
-
-
 def counts(count: int) -> dict[str, int]:
     """Record counts (over all rounds) derived from ``--count``, the ring's latency records (default 200k)."""
     return {
@@ -806,7 +758,7 @@ def run(count: int = DEFAULT_COUNT, transports: Iterable[str] = TRANSPORTS, plac
     ctx.set_forkserver_preload([__name__])
     tmpdir = tempfile.mkdtemp(prefix="lowlat-bench-")
     t_start = time.monotonic()
-    load0, cpu0 = _loadavg(), _cpu_times()
+    load0, cpu0 = loadavg(), cpu_times()
     pairs: list[_Pair] = []
     try:
         if any(t.startswith("lowlat-ring") for t in transports):
@@ -832,10 +784,10 @@ def run(count: int = DEFAULT_COUNT, transports: Iterable[str] = TRANSPORTS, plac
         for p in Path(R.SHM_DIR).glob(f"{run_prefix}*"):
             p.unlink(missing_ok=True)
         shutil.rmtree(tmpdir, ignore_errors=True)
-    cpu1 = _cpu_times()
+    cpu1 = cpu_times()
     total = cpu1[0] - cpu0[0]
-    host = host_info()
-    host["load"] = {"loadavg_start": load0, "loadavg_end": _loadavg(),
+    host = host_info(("pyzmq", "faster-fifo"))
+    host["load"] = {"loadavg_start": load0, "loadavg_end": loadavg(),
                     "steal_pct": round(100 * (cpu1[1] - cpu0[1]) / total, 1) if total > 0 else None}
     return {
         "host": host,

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import json
 import os
+import socket
 import subprocess
 import sys
 import time
@@ -76,6 +77,19 @@ backoff_max_s = 0.2
 max_restarts = {max_restarts}
 restart_window_s = 60
 """
+
+
+def free_port() -> int:
+    """A TCP port free on the loopback interface now."""
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        return s.getsockname()[1]
+
+
+def feed_sinks(rings) -> str:
+    """Config text: one checking sink ``s_<ring>`` per feed ring (feeds' src_seq is per frame, not contiguous)."""
+    return "\n".join(f'[stages.s_{r}]\nkind = "check"\ninputs = ["{r}"]\n[stages.s_{r}.params]\n'
+                     f"contiguous_src = false\n" for r in rings)
 
 
 def cli(*args: str, timeout: float = 120, check: bool = True) -> subprocess.CompletedProcess:

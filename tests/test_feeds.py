@@ -7,12 +7,11 @@ from __future__ import annotations
 import json
 import os
 import signal
-import socket
 import urllib.request
 
 import numpy as np
 import pytest
-from conftest import SHARED
+from conftest import SHARED, feed_sinks, free_port
 
 from pipeline.records import BBO, BOOK, TRADE
 
@@ -108,15 +107,8 @@ SINKS = {"kc_ticks": BBO, "kc_trades": TRADE, "kc_books": BOOK, "bn_ticks": BBO,
          "um_ticks": BBO, "um_books": BOOK}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _config(port: int) -> str:
-    sinks = "\n".join(f'[stages.s_{r}]\nkind = "check"\ninputs = ["{r}"]\n[stages.s_{r}.params]\n'
-                      f"contiguous_src = false\n" for r in SINKS)
+    sinks = feed_sinks(SINKS)
     return FEED_CONFIG.replace("{port}", str(port)).replace("{sinks}", sinks)
 
 
@@ -169,7 +161,7 @@ def _down_and_check(p) -> dict[str, int]:
 
 @pytest.fixture
 def feeds(make_pipeline):
-    port = _free_port()
+    port = free_port()
     p = make_pipeline(_config(port))
     p.up()
     p.port = port
@@ -300,7 +292,7 @@ contiguous_src = false
 def test_recorded_frames_replay_to_the_records_the_live_feed_published(make_pipeline, tmp_path):
     from conftest import cli
 
-    port = _free_port()
+    port = free_port()
     p = make_pipeline(RECORD_CONFIG.replace("{port}", str(port)))
     p.up()
     p.wait_for(lambda s: next(x for x in s["stages"] if x["name"] == "kucoin")["records_out"] > 200, 60, "records")
@@ -336,7 +328,7 @@ def test_pipeline_replay_feeds_a_running_pipeline_in_place_of_its_feed(make_pipe
     usdm = data / "binance_2024-08-08" / "usdm_btcusdt_20240808.gz"
     if not usdm.exists():
         pytest.skip("shared/data/recorded is not beside the project")
-    port = _free_port()
+    port = free_port()
     p = make_pipeline(RECORD_CONFIG.replace("{port}", str(port)))
     p.up()
     p.wait_for(lambda s: next(x for x in s["stages"] if x["name"] == "sink")["records_in"] > 50, 60, "records")

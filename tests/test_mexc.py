@@ -7,7 +7,6 @@ import itertools
 import json
 import math
 import select
-import socket
 import subprocess
 import sys
 import time
@@ -22,7 +21,7 @@ import msgspec
 import numpy as np
 import pytest
 import websocket
-from conftest import SHARED
+from conftest import SHARED, feed_sinks, free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
 
@@ -731,15 +730,8 @@ max_restarts = 20
 SINKS = {"mx_ticks": BBO, "mx_trades": TRADE, "mx_books": BOOK}
 
 
-def _free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
-
-
 def _config(port: int) -> str:
-    sinks = "\n".join(f'[stages.s_{r}]\nkind = "check"\ninputs = ["{r}"]\n[stages.s_{r}.params]\n'
-                      f"contiguous_src = false\n" for r in SINKS)
+    sinks = feed_sinks(SINKS)
     return MEXC_CONFIG.replace("{port}", str(port)).replace("{sinks}", sinks)
 
 
@@ -752,7 +744,7 @@ def test_check_spec_refuses_more_than_30_channels() -> None:
 
 
 def test_feed_survives_faults_and_keeps_rings_clean(make_pipeline) -> None:
-    port = _free_port()
+    port = free_port()
     p = make_pipeline(_config(port))
     p.up()
 
