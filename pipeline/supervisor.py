@@ -194,6 +194,19 @@ class Supervisor:
             if magic in (MAGIC, st.MAGIC) or path.name == f"{name}.status":
                 path.unlink(missing_ok=True)
                 self.cleaned.append(str(path))
+        services = SHM_DIR / f"{name}.services"
+        if services.exists():
+            for line in services.read_text().splitlines():
+                pid, _, module = line.partition(" ")
+                try:
+                    proc = psutil.Process(int(pid))
+                    if module in proc.cmdline():
+                        proc.kill()
+                        proc.wait(5)
+                        self.cleaned.append(f"service process {pid} ({module})")
+                except (psutil.Error, OSError, ValueError):
+                    pass
+            services.unlink()
         sock = self.run_dir / SOCKET_NAME
         if sock.exists():
             sock.unlink()
@@ -204,6 +217,9 @@ class Supervisor:
         sv.proc = subprocess.Popen([sys.executable, "-m", sv.module, *sv.args], stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         log.close()
+        # what the next `up` kills should this supervisor be killed (a service would keep its port)
+        (SHM_DIR / f"{self.cfg.name}.services").write_text(
+            "".join(f"{s.proc.pid} {s.module}\n" for s in self.services.values() if s.proc is not None))
 
     def _wait_service(self, sv: ServiceProc) -> None:
         """Wait until the service accepts connections on its port (or at least runs)."""
@@ -534,6 +550,7 @@ class Supervisor:
                     except subprocess.TimeoutExpired:
                         sv.proc.kill()
                         sv.proc.wait()
+            (SHM_DIR / f"{self.cfg.name}.services").unlink(missing_ok=True)
             for ring in self.rings.values():
                 ring.close()
             for rname in self.cfg.rings:

@@ -351,3 +351,21 @@ def test_pipeline_replay_feeds_a_running_pipeline_in_place_of_its_feed(make_pipe
     assert got[start: start + len(want)] == want, "the whole recording, in order, as one block"
     assert start > 0 and start + len(want) < len(got), "live records before and after the replayed ones"
     assert (np.diff(recs["src_seq"].astype(np.int64)) >= 0).all()
+
+
+def test_up_after_a_killed_supervisor_replaces_its_simulator(make_pipeline):
+    import psutil
+    from conftest import cli
+
+    port = free_port()
+    p = make_pipeline(RECORD_CONFIG.replace("{port}", str(port)))
+    p.up()
+    s = p.status()
+    old = s["services"][0]["pid"]
+    os.kill(s["supervisor_pid"], signal.SIGKILL)
+    again = cli("up", "--config", str(p.config), "--run-dir", str(p.run_dir), "--detach")
+    assert f"service process {old}" in again.stdout, "the old simulator held the port; the new up cleared it"
+    assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE
+    p.wait_for(lambda s: next(x for x in s["stages"] if x["name"] == "sink")["records_in"] > 20, 60,
+               "records from the new simulator")
+    assert p.status()["services"][0]["pid"] != old
