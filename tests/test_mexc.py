@@ -6,9 +6,6 @@ from __future__ import annotations
 import itertools
 import json
 import math
-import select
-import subprocess
-import sys
 import time
 import urllib.error
 import urllib.request
@@ -24,6 +21,7 @@ import websocket
 from conftest import SHARED, feed_sinks, free_port
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
+from simulator_client import Sim
 
 from feeds.book import Diff, Snapshot
 from feeds.emit import ListEmitter
@@ -410,51 +408,9 @@ def test_parser_gap_resyncs_only_that_symbol() -> None:
 # -- (4) the simulator's MEXC over loopback -----------------------------------------------------------------------
 
 
-class Sim:
-    """``python -m feeds.simulator`` on a free port."""
-
-    def __init__(self, *args: str) -> None:
-        self.proc = subprocess.Popen([sys.executable, "-m", "feeds.simulator", "--port", "0", *args], cwd=ROOT,
-                                     stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True)
-        ready, _, _ = select.select([self.proc.stdout], [], [], 30)
-        line = self.proc.stdout.readline() if ready else ""  # type: ignore[union-attr]
-        if not line.startswith("simulator listening on 127.0.0.1:"):
-            self.proc.kill()
-            raise AssertionError(f"simulator did not start: {line!r} {self.proc.stderr.read()}")  # type: ignore[union-attr]
-        self.port = int(line.rsplit(":", 1)[1])
-        self.http = f"http://127.0.0.1:{self.port}"
-
-    def request(self, path: str, body: Any = None) -> tuple[int, Any, dict[str, str]]:
-        data = None if body is None else json.dumps(body).encode()
-        req = urllib.request.Request(self.http + path, data=data, method="POST" if data else "GET")
-        try:
-            with urllib.request.urlopen(req, timeout=10) as r:
-                return r.status, json.loads(r.read()), dict(r.headers)
-        except urllib.error.HTTPError as e:
-            return e.code, json.loads(e.read()), dict(e.headers)
-
-    def get(self, path: str) -> Any:
-        status, body, _ = self.request(path)
-        assert status == 200, (path, status, body)
-        return body
-
-    def fault(self, **spec: Any) -> None:
-        status, body, _ = self.request("/_sim/fault", spec)
-        assert status == 200 and body["ok"], body
-
-    def stop(self) -> int:
-        if self.proc.poll() is None:
-            self.proc.terminate()
-        try:
-            return self.proc.wait(timeout=15)
-        except subprocess.TimeoutExpired:
-            self.proc.kill()
-            return self.proc.wait()
-
-
 @pytest.fixture(scope="module")
 def sim() -> Iterator[Sim]:
-    s = Sim("--seed", "9", "--speed", "4")
+    s = Sim("--seed", "9", "--speed", "4").ready()
     yield s
     assert s.stop() == 0
 
@@ -618,7 +574,7 @@ def test_sim_rest_shapes(sim: Sim) -> None:
 
 
 def test_sim_faults_apply_to_mexc() -> None:
-    s = Sim("--seed", "3", "--speed", "4", "--symbols", "BTC-USDT,ETH-USDT,SOL-USDT,XRP-USDT")
+    s = Sim("--seed", "3", "--speed", "4", "--symbols", "BTC-USDT,ETH-USDT,SOL-USDT,XRP-USDT").ready()
     try:
         # at most 30 subscriptions per connection
         c = Client(s)

@@ -41,6 +41,7 @@ from aiohttp import WSMsgType, web
 
 from feeds.proto import load as load_proto
 
+from .binance import err, js  # MEXC answers in Binance's {"code", "msg"} shape
 from .market import ASK, BID, Instrument, MarketEvent
 from .registry import Binary, Conn
 
@@ -59,18 +60,6 @@ BOOK_TICKER, DEALS, DEPTH = "spot@public.aggre.bookTicker.v3.api.pb", "spot@publ
 LIMIT_DEPTH = "spot@public.limit.depth.v3.api.pb"
 SEQ_BASE = 30_000_000_000
 TRADE_BASE = 700_000_000
-
-
-def _dumps(obj: Any) -> str:
-    return orjson.dumps(obj).decode()
-
-
-def err(code: int, msg: str, status: int = 400) -> web.Response:
-    return web.json_response({"code": code, "msg": msg}, status=status, dumps=_dumps)
-
-
-def js(obj: Any) -> web.Response:
-    return web.json_response(obj, dumps=_dumps)
 
 
 @dataclass
