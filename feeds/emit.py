@@ -56,6 +56,17 @@ class FeedCounts:
 # -- compiled publishers (one call per record) -------------------------------------------------------------------
 
 
+@numba.njit(nogil=True, cache=True, inline="always")
+def _header(rec, src_seq, t_origin, ts_ms, inst, flags):
+    """The common header fields of a market-data record (``seq`` and ``t_pub_ns`` are set at publish)."""
+    rec.src_seq = src_seq
+    rec.t_origin_ns = t_origin
+    rec.ts_event_ms = ts_ms
+    rec.src_ring = 0
+    rec.instrument = inst
+    rec.flags = flags
+
+
 @numba.njit(nogil=True, cache=True)
 def put_bbo(hdr, data, slots, src_seq, t_origin, ts_ms, inst, flags, bid, bid_qty, ask, ask_qty, venue_seq):
     """Publish one BBO record; returns PUSH_OK, or 0 when the ring is full."""
@@ -63,12 +74,7 @@ def put_bbo(hdr, data, slots, src_seq, t_origin, ts_ms, inst, flags, bid, bid_qt
     if j < 0:
         return 0
     rec = slots[j]
-    rec.src_seq = src_seq
-    rec.t_origin_ns = t_origin
-    rec.ts_event_ms = ts_ms
-    rec.src_ring = 0
-    rec.instrument = inst
-    rec.flags = flags
+    _header(rec, src_seq, t_origin, ts_ms, inst, flags)
     rec.bid_px = bid
     rec.bid_qty = bid_qty
     rec.ask_px = ask
@@ -86,12 +92,7 @@ def put_trade(hdr, data, slots, src_seq, t_origin, ts_ms, inst, flags, price, qt
     if j < 0:
         return 0
     rec = slots[j]
-    rec.src_seq = src_seq
-    rec.t_origin_ns = t_origin
-    rec.ts_event_ms = ts_ms
-    rec.src_ring = 0
-    rec.instrument = inst
-    rec.flags = flags
+    _header(rec, src_seq, t_origin, ts_ms, inst, flags)
     rec.price = price
     rec.qty = qty
     rec.trade_id = trade_id
@@ -108,12 +109,7 @@ def put_book(hdr, data, slots, src_seq, t_origin, ts_ms, inst, flags, venue_seq,
     if j < 0:
         return 0
     rec = slots[j]
-    rec.src_seq = src_seq
-    rec.t_origin_ns = t_origin
-    rec.ts_event_ms = ts_ms
-    rec.src_ring = 0
-    rec.instrument = inst
-    rec.flags = flags
+    _header(rec, src_seq, t_origin, ts_ms, inst, flags)
     rec.venue_seq = venue_seq
     nb = min(bids.shape[0], rec.bid_px.shape[0])
     na = min(asks.shape[0], rec.ask_px.shape[0])
