@@ -145,7 +145,7 @@ def up(
 
 def _report_cleanup(cleaned: list[str]) -> None:
     if cleaned:
-        out.print(f"cleared what a previous run left: {', '.join(cleaned)}", highlight=False)
+        out.print(f"cleared what a previous run left: {', '.join(cleaned)}", highlight=False, soft_wrap=True)
 
 
 def _up_detached(rd: Path, duration: float | None, tweaks: bool, ready_timeout: float) -> None:
@@ -286,11 +286,22 @@ def _replay_summary(c, seconds: float, where: str) -> None:
 @app.command()
 def down(run_dir: Path | None = RunDir, timeout: float = typer.Option(60.0, help="Seconds to wait.")) -> None:
     """Stop every stage and remove the pipeline's segments and control socket."""
-    rd, _ = _ask(run_dir, {"cmd": "down"})
+    import psutil
+
+    rd, reply = _ask(run_dir, {"cmd": "down"})
     deadline = time.monotonic() + timeout
-    while (rd / SOCKET_NAME).exists() and time.monotonic() < deadline:
+
+    def running() -> bool:  # the socket goes before the supervisor has exited: wait for both
+        if (rd / SOCKET_NAME).exists():
+            return True
+        try:
+            return psutil.Process(reply["pid"]).status() != psutil.STATUS_ZOMBIE
+        except (psutil.Error, KeyError):
+            return False
+
+    while running() and time.monotonic() < deadline:
         time.sleep(0.05)
-    if (rd / SOCKET_NAME).exists():
+    if running():
         raise _fail(f"the supervisor of {rd} did not finish stopping within {timeout:g} s")
     out.print(f"pipeline in {rd} is down", highlight=False)
 

@@ -491,7 +491,7 @@ class Supervisor:
             return self.hold(str(req.get("stage")))
         if cmd == "down":
             self.stopping.set()
-            return {"ok": True, "shutdown": True}
+            return {"ok": True, "shutdown": True, "pid": os.getpid()}
         return {"ok": False, "error": f"unknown command {cmd!r} (commands: {', '.join(COMMANDS)})"}
 
     # -- run and stop --------------------------------------------------------------------------------------------
