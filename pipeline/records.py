@@ -77,6 +77,59 @@ BOOK = record_dtype(
 )
 """Top of a locally synchronized order book, after each applied change (384 bytes)."""
 
+BAR_PARTIAL = 0
+"""``BAR.kind``: the current minute's bar after a tick (published on every tick)."""
+BAR_CLOSED = 1
+"""``BAR.kind``: a minute's final bar, published when the instrument's first tick of a later minute arrives."""
+BAR_WARMUP = 2
+"""``BAR.kind``: a closed bar from the venue's one-minute candles, published at start before any live bar."""
+
+BAR = record_dtype(
+    ("minute_ms", "<i8"),  # start of the bar's minute on exchange time: floor(ts / 60000) * 60000
+    ("open", "<f8"),  # first mid of the minute (warm-up: the candle's open)
+    ("high", "<f8"),  # highest mid
+    ("low", "<f8"),  # lowest mid
+    ("close", "<f8"),  # latest mid (warm-up: the candle's close)
+    ("sum", "<f8"),  # sum of the minute's mids, in arrival order (the exact state a restart resumes from)
+    ("mean", "<f8"),  # sum / count; warm-up: the seed's proxy (high + low) / 2
+    ("bid_px", "<f8"),  # best bid of the tick behind this record (0 for warm-up bars)
+    ("ask_px", "<f8"),  # best ask of that tick (0 for warm-up bars)
+    ("count", "<u4"),  # mids in the minute so far (warm-up: 1)
+    ("kind", "<u1"),  # BAR_PARTIAL, BAR_CLOSED or BAR_WARMUP
+)
+"""One-minute bar of mids: a partial update on every tick and a closed bar when the minute rolls (128 bytes).
+``ts_event_ms`` is the event time of the tick behind the record (warm-up: the end of the candle's minute)."""
+
+SIG_ENTER_LONG = 1
+"""``SIGNAL.action``: enter LONG_SPREAD (buy leg A, sell leg B)."""
+SIG_ENTER_SHORT = 2
+"""``SIGNAL.action``: enter SHORT_SPREAD (sell leg A, buy leg B)."""
+SIG_EXIT = 3
+"""``SIGNAL.action``: close the position (back to flat)."""
+
+SIGNAL = record_dtype(
+    ("pair", "<u2"),  # index of the pair in the stats stage's ``pairs``
+    ("instrument_b", "<u2"),  # leg B's instrument (the header's ``instrument`` is leg A)
+    ("action", "<i1"),  # SIG_ENTER_LONG, SIG_ENTER_SHORT or SIG_EXIT
+    ("side_a", "<i1"),  # leg A's order side: 1 buy, -1 sell
+    ("side_b", "<i1"),  # leg B's order side: 1 buy, -1 sell
+    ("mode", "<u1"),  # window of the stats: 0 "120closed_aligned", 1 "119+partial_aligned"
+    ("beta", "<f8"),  # hedge ratio: OLS slope of ln(A) on ln(B) over the window
+    ("z", "<f8"),  # z-score of the latest spread
+    ("spread", "<f8"),  # ln(A) - beta * ln(B) of the latest minute
+    ("mu", "<f8"),  # mean of the window's spreads
+    ("sigma", "<f8"),  # sample standard deviation (n - 1) of the window's spreads
+    ("bid_a", "<f8"),  # leg A's best bid at the decision
+    ("ask_a", "<f8"),  # leg A's best ask at the decision
+    ("bid_b", "<f8"),  # leg B's best bid at the decision
+    ("ask_b", "<f8"),  # leg B's best ask at the decision
+    ("qty_a", "<f8"),  # leg A's quantity (base units, > 0; the side gives the direction)
+    ("qty_b", "<f8"),  # leg B's quantity: dollar-neutral with the hedge ratio (beta x leg A's notional)
+    ("pnl_log", "<f8"),  # SIG_EXIT: the trade's paper PnL in log-spread space (0 on entries)
+)
+"""A pairs-trade decision for the executor (152 bytes); ``ts_event_ms`` is the event time of the tick that caused
+it, ``src_seq`` the bar record's ``seq``."""
+
 # Flags of market-data records (``flags`` header field).
 FLAG_LOCAL_TIME = 1
 """``ts_event_ms`` is the receive time: the venue sent no event time (Binance spot bookTicker)."""
@@ -85,7 +138,8 @@ FLAG_FROM_BOOK = 2
 FLAG_RESYNC = 4
 """First record after a (re)connect or book resync: records before it may be missing."""
 
-RECORD_TYPES: dict[str, np.dtype] = {"bbo": BBO, "trade": TRADE, "book": BOOK, "count": COUNT, "ping": PING}
+RECORD_TYPES: dict[str, np.dtype] = {"bbo": BBO, "trade": TRADE, "book": BOOK, "count": COUNT, "ping": PING,
+                                     "bar": BAR, "signal": SIGNAL}
 """Record types by the name a config uses."""
 
 
