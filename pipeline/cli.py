@@ -333,5 +333,26 @@ def tweaks(
     out.print(t)
 
 
+@app.command()
+def scan(
+    venue: str = typer.Option(..., "--venue", help="kucoin, binance or binance-usdm."),
+    symbols: str = typer.Option(..., "--symbols", help="Venue symbols, comma-separated (at least 2), e.g. "
+                                "BTC-USDT,ETH-USDT,SOL-USDT."),
+    days: float = typer.Option(1.0, "--days", help="Days of one-minute candles before the current minute."),
+    rest_url: str | None = typer.Option(None, "--rest-url", help="REST base URL (default: the real venue), "
+                                        "e.g. a local simulator's http://127.0.0.1:PORT."),
+    json_path: Path | None = typer.Option(None, "--json", help="Also write the ranking as JSON here."),
+) -> None:
+    """Rank candidate pairs from one-minute candles: Engle-Granger cointegration (p-value), hedge ratio, Hurst
+    exponent and half-life of the spread (research; implemented in compute.scan_cli)."""
+    import importlib
+
+    impl = importlib.import_module("compute.scan_cli")  # by name: pipeline/ imports no compute/ code statically
+    try:
+        impl.run(venue, symbols, days, rest_url, json_path, out)
+    except impl.ScanError as e:
+        raise _fail(str(e), 2) from None
+
+
 if __name__ == "__main__":
     app()
