@@ -29,6 +29,8 @@ STAGE_KINDS: dict[str, str] = {
     "binance-usdm": "feeds.binance:BinanceUsdmFeed",
     "mexc": "feeds.mexc:MexcFeed",
     "replay": "feeds.replay:ReplayFeed",
+    "bars": "compute.bars:BarsStage",
+    "stats": "compute.stats:StatsStage",
 }
 """Stage kinds by the name a config uses; a config may also name any class as ``module:Class``."""
 
