@@ -1,4 +1,5 @@
-"""``bench``: benchmarks of the lowlat pipeline, one command each (``bench ring``, ``bench feeds``)."""
+"""``bench``: benchmarks of the lowlat pipeline, one command each (``bench ring``, ``bench feeds``,
+``bench compute``)."""
 
 from __future__ import annotations
 
@@ -91,6 +92,32 @@ def feeds(
     if json_path is not None:
         bench_feeds.write_json(report, json_path)
         console.print(f"wrote {json_path}")
+
+
+@app.command()
+def compute(
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    ticks: Annotated[int, typer.Option(min=100, help="Timed ticks for lowlat.")] = 20_000,
+    port_ticks: Annotated[int, typer.Option(
+        "--port-ticks", min=100, help="Timed ticks for the seed port and the numpy recompute (slow).")] = 20_000,
+    warm_minutes: Annotated[int, typer.Option(
+        "--warm-minutes", min=121, help="Minutes of the stream taken untimed first, so the window is full.")] = 125,
+    throttle_ms: Annotated[int, typer.Option("--throttle-ms", min=0, help="The seed's compute throttle.")] = 0,
+) -> None:
+    """µs per tick through bars + stats + signal: lowlat's kernels vs the seed port and a numpy recompute."""
+    from rich.console import Console
+
+    from bench import compute as bench_compute
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    doc = bench_compute.run(ticks=ticks, warm_minutes=warm_minutes, port_ticks=port_ticks, throttle_ms=throttle_ms)
+    bench_compute.render(doc, console)
+    if json_path is not None:
+        bench_compute.write_json(doc, json_path)
+        console.print(f"wrote {json_path}")
+    if not all(doc["same_actions"].values()):
+        console.print("[bold red]bench compute failed:[/] the implementations disagree on the actions")
+        raise typer.Exit(1)
 
 
 if __name__ == "__main__":
