@@ -113,7 +113,7 @@ class Lowlat:
     def __init__(self, n_inst: int, throttle_ms: int) -> None:
         import os
 
-        from compute.bars import bars_step, new_state
+        from compute.bars import bars_context, bars_run, new_state
         from compute.pairs import PairCfg, PairsEngine
         from pipeline.records import BAR, BBO, SIGNAL
         from pipeline.ring import Ring, entry_point
@@ -126,9 +126,9 @@ class Lowlat:
         self.fst, self.ist = new_state(n_inst)
         self.bmarks = np.array([[-1, 0]], dtype=np.int64)
         self.engine = PairsEngine(n_inst, [PairCfg(0, 1, "BTC-USDT/ETH-USDT", throttle_ms=throttle_ms)])
-        t, b = self.ticks, self.bars
-        self._bars = entry_point(bars_step, t.hdr, t.slots, 0, b.hdr, b.data, b.slots, self.fst, self.ist,
-                                 self.bmarks, 0)
+        self._bars_ctx = bars_context([self.ticks], self.bars, self.fst, self.ist, self.bmarks)
+        self._bctx = self._bars_ctx.addr
+        self._bars = entry_point(bars_run, self._bctx, 0, 0)
         self.engine.bind(self.bars, self.sigs)
         self.rec = np.zeros(1, dtype=BBO)
         self.seq = 0
@@ -144,9 +144,8 @@ class Lowlat:
         self.tick_index.append(i)
 
     def run(self, max_n: int) -> int:
-        """Both kernels over what is queued; returns ticks consumed."""
-        t, b = self.ticks, self.bars
-        n = self._bars(t.hdr, t.slots, 0, b.hdr, b.data, b.slots, self.fst, self.ist, self.bmarks, max_n)[0]
+        """Both kernels over what is queued, as the stages call them; returns ticks consumed."""
+        n = self._bars(self._bctx, 0, max_n)[0]
         self.engine.step(2 * max_n)
         return n
 

@@ -29,7 +29,8 @@ State lives in numpy arrays (checkpointed by the stage as they are):
 - ``cnt``: status counters, and the position after the last record processed.
 
 All of them, the per-pair configuration and the dedup marks are views into two buffers (``st_i`` int64, ``st_f``
-float64): a compiled call from Python unboxes 8 arrays instead of 25 (about 0.3 us each on a small host).
+float64); ``PairsEngine.step`` passes their addresses and its rings' as one int (``stats_run``): a compiled call
+from Python would otherwise unbox 8 arrays (about 0.3 us each on a small host).
 
 The statistics keep the seed's arithmetic order (sums accumulated oldest to newest; OLS in two passes; spreads
 recomputed term by term), so they equal a plain-Python port bit for bit. ``PairsTwin`` is the plain-Python twin
@@ -46,8 +47,8 @@ import numpy as np
 
 from compute.kalman import kalman_init, kalman_step
 from pipeline.dedup import admit
-from pipeline.records import BAR_CLOSED, BAR_PARTIAL, BAR_WARMUP, SIG_ENTER_LONG, SIG_ENTER_SHORT, SIG_EXIT
-from pipeline.ring import Ring, claim, entry_point, free_slots, peek, publish, release
+from pipeline.records import BAR, BAR_CLOSED, BAR_PARTIAL, BAR_WARMUP, SIG_ENTER_LONG, SIG_ENTER_SHORT, SIG_EXIT, SIGNAL
+from pipeline.ring import Addresses, Ring, array_at, claim, entry_point, free_slots, peek, publish, release, seg_at
 from pipeline.syscalls import monotonic_ns
 
 HIST = 4096
@@ -503,47 +504,32 @@ H_LEN = 24
 
 @numba.njit(nogil=True, cache=True, inline="always")
 def _unpack(st_i, st_f):
-    """Views of the state arrays inside the two buffers."""
+    """Views of the state arrays inside the two buffers (built from addresses: slicing and reshaping 18 views
+    cost more than a kernel's work on one record)."""
+    ai = st_i.ctypes.data
+    af = st_f.ctypes.data
     ni = st_i[H_NINST]
     npairs = st_i[H_NPAIRS]
     hist = st_i[H_HIST]
     cap = st_i[H_CAP]
-    o = st_i[H_II]
-    ii = st_i[o:o + ni * NII].reshape((ni, NII))
-    o = st_i[H_HMIN]
-    hmin = st_i[o:o + ni * hist].reshape((ni, hist))
-    o = st_i[H_HKIND]
-    hkind = st_i[o:o + ni * hist].reshape((ni, hist))
-    o = st_i[H_PI]
-    pi = st_i[o:o + npairs * NPI].reshape((npairs, NPI))
-    o = st_i[H_WMIN]
-    wmin = st_i[o:o + npairs * cap].reshape((npairs, cap))
-    o = st_i[H_CNT]
-    cnt = st_i[o:o + N_CNT]
-    o = st_i[H_CI]
-    ci = st_i[o:o + npairs * NCI].reshape((npairs, NCI))
-    o = st_i[H_IPPTR]
-    ip_ptr = st_i[o:o + ni + 1]
-    o = st_i[H_IPIDX]
-    ip_idx = st_i[o:o + 2 * npairs]
-    o = st_i[H_MARKS]
-    marks = st_i[o:o + 2].reshape((1, 2))
-    o = st_i[H_FI]
-    fi = st_f[o:o + ni * NFI].reshape((ni, NFI))
-    o = st_i[H_HMEAN]
-    hmean = st_f[o:o + ni * hist].reshape((ni, hist))
-    o = st_i[H_PF]
-    pf = st_f[o:o + npairs * NPF].reshape((npairs, NPF))
-    o = st_i[H_WA]
-    wa = st_f[o:o + npairs * cap].reshape((npairs, cap))
-    o = st_i[H_WB]
-    wb = st_f[o:o + npairs * cap].reshape((npairs, cap))
-    o = st_i[H_KST]
-    kst = st_f[o:o + npairs * 2].reshape((npairs, 2))
-    o = st_i[H_KCOV]
-    kcov = st_f[o:o + npairs * 4].reshape((npairs, 2, 2))
-    o = st_i[H_CF]
-    cf = st_f[o:o + npairs * NCF].reshape((npairs, NCF))
+    ii = array_at(ai + 8 * st_i[H_II], (ni, NII), np.int64)
+    hmin = array_at(ai + 8 * st_i[H_HMIN], (ni, hist), np.int64)
+    hkind = array_at(ai + 8 * st_i[H_HKIND], (ni, hist), np.int64)
+    pi = array_at(ai + 8 * st_i[H_PI], (npairs, NPI), np.int64)
+    wmin = array_at(ai + 8 * st_i[H_WMIN], (npairs, cap), np.int64)
+    cnt = array_at(ai + 8 * st_i[H_CNT], (N_CNT,), np.int64)
+    ci = array_at(ai + 8 * st_i[H_CI], (npairs, NCI), np.int64)
+    ip_ptr = array_at(ai + 8 * st_i[H_IPPTR], (ni + 1,), np.int64)
+    ip_idx = array_at(ai + 8 * st_i[H_IPIDX], (2 * npairs,), np.int64)
+    marks = array_at(ai + 8 * st_i[H_MARKS], (1, 2), np.int64)
+    fi = array_at(af + 8 * st_i[H_FI], (ni, NFI), np.float64)
+    hmean = array_at(af + 8 * st_i[H_HMEAN], (ni, hist), np.float64)
+    pf = array_at(af + 8 * st_i[H_PF], (npairs, NPF), np.float64)
+    wa = array_at(af + 8 * st_i[H_WA], (npairs, cap), np.float64)
+    wb = array_at(af + 8 * st_i[H_WB], (npairs, cap), np.float64)
+    kst = array_at(af + 8 * st_i[H_KST], (npairs, 2), np.float64)
+    kcov = array_at(af + 8 * st_i[H_KCOV], (npairs, 2, 2), np.float64)
+    cf = array_at(af + 8 * st_i[H_CF], (npairs, NCF), np.float64)
     return ii, hmin, hkind, pi, wmin, cnt, ci, ip_ptr, ip_idx, marks, fi, hmean, pf, wa, wb, kst, kcov, cf
 
 
@@ -579,6 +565,24 @@ def stats_step(in_hdr, in_slots, out_hdr, out_data, out_slots, st_i, st_f, rows,
         release(in_hdr, 1)
         n += 1
     return n, nrows, closes, full
+
+
+# stats_run's context (an ``Addresses``): the rings, the state buffers and the row buffer with their lengths
+X_IN, X_OUT, X_ST_I, X_N_ST_I, X_ST_F, X_N_ST_F, X_ROWS, X_N_ROWS = range(8)
+X_LEN = 8
+
+
+@numba.njit(nogil=False, cache=True)
+def stats_run(ctx, max_n):
+    """``stats_step`` on the rings and buffers of context ``ctx`` (the ``addr`` of ``PairsEngine``'s): the call
+    from Python unboxes no array, and keeps the GIL (as ``compute.bars.bars_run``)."""
+    c = array_at(ctx, (X_LEN,), np.int64)
+    in_hdr, _, in_slots = seg_at(c[X_IN], BAR)
+    out_hdr, out_data, out_slots = seg_at(c[X_OUT], SIGNAL)
+    st_i = array_at(c[X_ST_I], (c[X_N_ST_I],), np.int64)
+    st_f = array_at(c[X_ST_F], (c[X_N_ST_F],), np.float64)
+    rows = array_at(c[X_ROWS], (c[X_N_ROWS],), ROW)
+    return stats_step(in_hdr, in_slots, out_hdr, out_data, out_slots, st_i, st_f, rows, max_n)
 
 
 @numba.njit(**_JIT)
@@ -664,7 +668,8 @@ class PairsEngine:
         self.marks[0] = (-1, 0)
         self.rows = np.zeros(max(ROWS_CAP, 3 * n), dtype=ROW)
         self._step = self._replay = None
-        self._step_args: tuple = ()
+        self._bound: Addresses | None = None
+        self._ctx = 0
         self._replay_args: tuple = ()
 
     def state(self) -> dict[str, np.ndarray]:
@@ -679,8 +684,12 @@ class PairsEngine:
         """Compile (or load from numba's cache) the kernels for these rings, running nothing. ``inp`` None: the
         replay kernel only, for records of ``recs_dtype``."""
         if inp is not None:
-            self._step_args = (inp.hdr, inp.slots, out.hdr, out.data, out.slots, self.st_i, self.st_f, self.rows)
-            self._step = entry_point(stats_step, *self._step_args, 0)
+            if inp.dtype != BAR or out.dtype != SIGNAL:
+                raise ValueError("PairsEngine.bind: the input ring carries BAR records, the output ring SIGNAL records")
+            self._bound = Addresses(inp.seg, out.seg, self.st_i, len(self.st_i), self.st_f, len(self.st_f), self.rows,
+                                    len(self.rows))
+            self._ctx = self._bound.addr
+            self._step = entry_point(stats_run, self._ctx, 0)
         self._replay_args = (out.hdr, out.data, out.slots, self.st_i, self.st_f, self.rows)
         empty = np.zeros(0, dtype=recs_dtype if recs_dtype is not None else inp.dtype)
         self._replay = entry_point(stats_replay, empty, 0, *self._replay_args)
@@ -693,7 +702,7 @@ class PairsEngine:
     def step(self, max_n: int) -> tuple[int, int, int, int]:
         """Process up to ``max_n`` records of the bound input ring: (consumed, rows, closed bars, output_full);
         the rows are in ``self.rows``."""
-        return self._step(*self._step_args, max_n)
+        return self._step(self._ctx, max_n)
 
     def replay(self, recs: np.ndarray, start: int) -> tuple[int, int, int, int]:
         """Process ``recs[start:]`` (records re-read from history): as ``step``."""
