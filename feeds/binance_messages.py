@@ -13,9 +13,14 @@ decoded once by the Struct of its kind, numeric strings converted inside msgspec
 * kline and every other stream: ignored.
 
 A ``RingEmitter`` with a bbo ring gets bookTicker frames through ``feeds.scan`` first: one compiled call scans the
-frame and publishes its BBO; whatever it does not take comes here. Subscription answers ``{"result": ..., "id":
-N}``, errors ``{"code": .., "msg": ..}`` and ``serverShutdown`` come back as a ``Control``. Bad input is counted
-through the emitter, as in ``feeds.kucoin_messages``; ``on_frame`` never raises on any input.
+frame and publishes its BBO; whatever it does not take comes here. With books and a book ring, every frame that
+reaches the general parser first goes through ``feeds.depth_scan``: one compiled call takes a depthUpdate of a
+synced book (the whole frame: no envelope decode), applies or discards it and publishes the book's top; everything
+else (other frames, unsynced books, gaps, odd values, pending FLAG_RESYNC) is parsed here as before.
+
+Subscription answers ``{"result": ..., "id": N}``, errors ``{"code": .., "msg": ..}`` and ``serverShutdown`` come
+back as a ``Control``. Bad input is counted through the emitter, as in ``feeds.kucoin_messages``; ``on_frame``
+never raises on any input.
 """
 
 from __future__ import annotations
@@ -23,7 +28,8 @@ from __future__ import annotations
 import msgspec
 
 from feeds.book import BinanceSpotSync, BinanceUsdmSync, Snapshot, decode_binance_depth, decode_binance_snapshot
-from feeds.emit import Emitter
+from feeds.depth_scan import APPLIED, BLOCKED, FastDepth
+from feeds.emit import Emitter, RingEmitter
 from feeds.kucoin_messages import U63, BookKeeping, Control, SymbolState, raw_text, snip
 from feeds.scan import binance_book_ticker
 
@@ -91,7 +97,11 @@ class BinanceParser(BookKeeping):
     ``symbols`` maps the venue symbol (``BTCUSDT``) to the instrument id. With ``books`` every symbol keeps a
     ``BinanceSpotSync`` / ``BinanceUsdmSync``; ``need_snapshot`` holds the symbols waiting for a REST snapshot.
     With ``fast`` and a ``RingEmitter`` that stores bbo records, bookTicker frames take the compiled fast path
-    first (``feeds.scan.binance_book_ticker``): the same records and counters in a fraction of the time."""
+    first (``feeds.scan.binance_book_ticker``); with ``fast``, ``books`` and one that stores book records, so do
+    depth diffs of synced books (``feeds.depth_scan``): the same records and counters in a fraction of the time."""
+
+    _fast_book: FastDepth | None = None
+    """The compiled depth path, tried first by ``_parse_frame``; None when the emitter does not take it."""
 
     def __init__(self, symbols: dict[str, int], emit: Emitter, market: str = "spot", books: bool = False,
                  depth: int = 10, fast: bool = True) -> None:
@@ -120,6 +130,22 @@ class BinanceParser(BookKeeping):
         if fast:
             self._bind_fast(binance_book_ticker, [{sym.encode(): st for sym, st in self.states.items()},
                                                   {low.encode(): st for low, st in self._lower.items()}], self._usdm)
+        if fast and books:
+            self._bind_depth()
+
+    def _bind_depth(self) -> None:
+        """Put the compiled depth path (``feeds.depth_scan``) in front of the general parser, sharing every
+        symbol's book state. Only a plain ``RingEmitter`` with a book ring (see ``_bind_fast``)."""
+        target = self.emit.fast_book() if type(self.emit) is RingEmitter else None
+        if target is None:
+            return
+        ring, after = target
+        states = list(self.states.values())
+        index = {id(st): k for k, st in enumerate(states)}
+        streams = {name.encode(): index[id(entry[1])] for name, entry in self._streams.items()
+                   if entry is not None and entry[0] == _DEPTH}
+        self._fast_book = FastDepth(ring, states, streams, {sym.encode(): k for k, sym in enumerate(self.states)},
+                                    self._usdm, self.depth, self.emit.words, after)
 
     def _new_sync(self) -> BinanceSpotSync | BinanceUsdmSync:
         return BinanceUsdmSync() if self._usdm else BinanceSpotSync()
@@ -142,6 +168,19 @@ class BinanceParser(BookKeeping):
     def _parse_frame(self, data: bytes, t_mono_ns: int, t_wall_ns: int) -> Control | None:
         """Parse one received frame; returns the control frame, None for data frames. Never raises."""
         emit = self.emit
+        depth = self._fast_book
+        if depth is not None:  # a depth diff of a synced book: one compiled call (feeds.depth_scan)
+            if emit._resync_book:
+                depth.hold(emit._resync_book)
+            ts = depth.fn(data, depth.addr, t_mono_ns, t_wall_ns)  # NOT_HANDLED for anything but bytes
+            if ts >= 0:  # published or discarded, emit.words kept as emit.frame() and emit.book() keep them
+                return None
+            if ts == APPLIED:  # applied, not published (crossed, ring full): the general emitter's call
+                emit.frame(t_mono_ns, t_wall_ns)
+                self._emit_book(depth.states[depth.state], depth.ts)
+                return None
+            if ts == BLOCKED:  # the emitter's pending set may have emptied since hold() last saw it
+                depth.hold(emit._resync_book)
         emit.frame(t_mono_ns, t_wall_ns)
         try:
             env = self._env.decode(data)

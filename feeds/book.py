@@ -6,6 +6,11 @@
 * `KucoinSync`, `BinanceSpotSync`, `BinanceUsdmSync`: per-symbol state machines joining a REST snapshot to the
   diff stream (KuCoin spot §1.4, Binance spot §2.2, Binance USD-M §3.2 of the exchange reference).
 
+A sync keeps its state (``last_id``, ``synced``, the first-diff flag) and where its book's arrays are in one int64
+row (``ST_*`` words, `BookSync.share`), so that a compiled fast path (``feeds.depth_scan``) can read and update the
+same book: the row is the one source of truth, rewritten by Python whenever the state changes or the book's
+arrays are reallocated.
+
 Price and size strings are parsed by a compiled scanner over the raw bytes of both level arrays (msgspec hands
 them over as `msgspec.Raw`): a plain decimal ("7.6110", "0.00028678") becomes exactly `float(text)` from its
 integer mantissa divided by an exact power of ten. Anything else (exponents, signs, more than 2**53 in the
@@ -45,6 +50,13 @@ __all__ = [
 BID, ASK = 0, 1
 _NO_SEQ = np.empty(0, np.int64)
 _NAN2 = (math.nan, math.nan)
+
+# words of a sync's state row (`BookSync.share`): its state, then where its book's arrays are
+ST_LAST, ST_SYNCED, ST_FIRST, ST_BIG, ST_BIDS, ST_BIDS_CAP, ST_ASKS, ST_ASKS_CAP, ST_META = range(9)
+"""``last_id`` (when it fits int64), ``synced``, the next diff is the first after a snapshot, ``last_id`` does not
+fit int64 (then only Python has it), address and rows of the bid and ask arrays, address of ``Book._meta``."""
+SYNC_STATE_WORDS = 9
+_I64_MIN, _I64_MAX = -(1 << 63), (1 << 63) - 1
 
 # ----------------------------------------------------------------------------------------------------------------
 # Book
@@ -147,12 +159,22 @@ class Book:
     a level (deleting an absent level is a no-op). Prices must be finite.
     """
 
-    __slots__ = ("_lv", "_meta")
+    __slots__ = ("_lv", "_meta", "_state")
 
     def __init__(self, capacity: int = 1024) -> None:
         cap = max(int(capacity), 2)
         self._lv = [np.empty((cap, 2)), np.empty((cap, 2))]
         self._meta = np.array([[cap // 2, 0], [cap // 2, 0]], np.int64)  # per side: start row, number of rows
+        self._state: np.ndarray | None = None  # a sync's state row, told where the arrays are (see _share)
+
+    def _share(self, state: np.ndarray | None) -> None:
+        """Write the addresses and rows of this book's arrays into ``state`` (``ST_*`` words) now and whenever
+        ``_grow`` replaces one (None: nowhere)."""
+        self._state = state
+        if state is not None:
+            state[ST_BIDS], state[ST_BIDS_CAP] = self._lv[BID].ctypes.data, self._lv[BID].shape[0]
+            state[ST_ASKS], state[ST_ASKS_CAP] = self._lv[ASK].ctypes.data, self._lv[ASK].shape[0]
+            state[ST_META] = self._meta.ctypes.data
 
     def _grow(self, side: int, extra: int) -> None:
         """Make room for ``extra`` more rows on ``side`` (at most half full), rows recentred."""
@@ -165,6 +187,8 @@ class Book:
             grown[c: c + n] = lv[s: s + n]
             self._lv[side] = grown
             self._meta[side] = c, n
+            if self._state is not None:
+                self._share(self._state)
 
     def update(self, bids: np.ndarray, asks: np.ndarray, bid_seq: np.ndarray | None = None,
                ask_seq: np.ndarray | None = None, after: int = 0) -> None:
@@ -173,6 +197,7 @@ class Book:
         <= ``after`` are skipped."""
         bid_seq = _NO_SEQ if bid_seq is None else bid_seq
         ask_seq = _NO_SEQ if ask_seq is None else ask_seq
+        after = min(max(after, _I64_MIN), _I64_MAX)  # compared with int64 sequences only: the same result
         while not _apply_both(self._lv[BID], self._lv[ASK], self._meta, bids, asks, bid_seq, ask_seq, after):
             self._grow(BID, bids.shape[0])
             self._grow(ASK, asks.shape[0])
@@ -546,13 +571,59 @@ class BookSync:
     """
 
     def __init__(self, max_buffer: int = 10000, capacity: int = 1024) -> None:
+        self._state = np.zeros(SYNC_STATE_WORDS, np.int64)
+        self._big = 0  # last_id when it does not fit int64 (ST_BIG set)
         self.book = Book(capacity)
+        self.book._share(self._state)
         self.synced = False
         self.last_id = -1
         self.max_buffer = max_buffer
         self.dropped = 0
         self._buffer: deque[Diff] = deque()
         self._first = False  # the next diff is the first after a snapshot
+
+    # state kept in the row (see share): what a compiled fast path reads and updates
+
+    @property
+    def last_id(self) -> int:
+        """Id of the last change in the book (Binance ``u``, KuCoin sequence); -1 while there is no book."""
+        st = self._state
+        return self._big if st[ST_BIG] else int(st[ST_LAST])
+
+    @last_id.setter
+    def last_id(self, value: int) -> None:
+        st = self._state
+        if _I64_MIN <= value <= _I64_MAX:
+            st[ST_LAST] = value
+            st[ST_BIG] = 0
+        else:  # venues send no such ids, but msgspec decodes them: kept as they were, off the fast path
+            self._big = value
+            st[ST_BIG] = 1
+
+    @property
+    def synced(self) -> bool:
+        """A snapshot is loaded and the diffs since joined it."""
+        return bool(self._state[ST_SYNCED])
+
+    @synced.setter
+    def synced(self, value: bool) -> None:
+        self._state[ST_SYNCED] = value
+
+    @property
+    def _first(self) -> bool:
+        return bool(self._state[ST_FIRST])
+
+    @_first.setter
+    def _first(self, value: bool) -> None:
+        self._state[ST_FIRST] = value
+
+    def share(self, state: np.ndarray | None) -> None:
+        """Keep this sync's state and its book's array addresses in ``state`` (int64, ``SYNC_STATE_WORDS``: a row
+        a compiled fast path reads and updates) from now on, or in a private copy again (None)."""
+        state = self._state.copy() if state is None else state
+        state[:SYNC_STATE_WORDS] = self._state[:SYNC_STATE_WORDS]
+        self._state = state
+        self.book._share(state)
 
     @property
     def needs_snapshot(self) -> bool:

@@ -9,8 +9,8 @@ call per record (hand-written: no library publishes into our ring layout); ``Lis
 from __future__ import annotations
 
 import math
+from array import array
 from collections.abc import Callable
-from dataclasses import dataclass, field
 
 import numba
 import numpy as np
@@ -23,34 +23,58 @@ COUNTER_NAMES = ("frames", "parse_err", "bad_value", "gaps", "resyncs", "reconne
 """Feed counters in the stage's status row, in slot order (``lat_us``: last feed latency, receive - exchange)."""
 
 
-@dataclass
-class FeedCounts:
-    """What a feed has seen since it started."""
+W_SRC_SEQ, W_FRAMES, W_RECORDS, W_SKEWED, W_T_MONO, W_T_WALL, W_LAT_WALL, W_LAT_TS = range(8)
+"""Slots of ``Emitter.words``: the state a compiled fast path (``feeds.scan``) updates in place."""
 
-    frames: int = 0
-    """Frames received (data and control)."""
-    records: int = 0
-    """Valid records emitted."""
-    parse_err: int = 0
-    """Frames that were not valid JSON or lacked required fields."""
-    bad_value: int = 0
-    """Records refused: zero, negative or NaN price or size, crossed book, out-of-order sequence."""
-    gaps: int = 0
-    """Sequence gaps seen (each triggers a book resync)."""
-    resyncs: int = 0
-    """Book resynchronisations started."""
-    reconnects: int = 0
-    """Websocket reconnects."""
-    lat_us: int = 0
-    """Latest feed latency, receive wall time - exchange event time, µs (negative: clock skew)."""
-    skewed: int = 0
-    """Records whose exchange time was later than our receive time (clock skew)."""
-    by_kind: dict[str, int] = field(default_factory=dict)
-    """Refusals by kind (e.g. ``nan_price``, ``crossed``)."""
+
+def _word(slot: int, doc: str) -> property:
+    """An int attribute kept in ``self.words[slot]``."""
+
+    def get(self) -> int:
+        return self.words[slot]
+
+    def set(self, value: int) -> None:
+        self.words[slot] = value
+
+    return property(get, set, doc=doc)
+
+
+class FeedCounts:
+    """What a feed has seen since it started. ``frames``, ``records`` and ``skewed`` live in ``words`` (the
+    emitter's, shared with compiled fast paths); the rest are plain attributes."""
+
+    frames = _word(W_FRAMES, "Frames received (data and control).")
+    records = _word(W_RECORDS, "Valid records emitted.")
+    skewed = _word(W_SKEWED, "Records whose exchange time was later than our receive time (clock skew).")
+
+    def __init__(self, words: array | None = None) -> None:
+        self.words = words if words is not None else array("q", bytes(8 * 8))
+        self.parse_err = 0
+        """Frames that were not valid JSON or lacked required fields."""
+        self.bad_value = 0
+        """Records refused: zero, negative or NaN price or size, crossed book, out-of-order sequence."""
+        self.gaps = 0
+        """Sequence gaps seen (each triggers a book resync)."""
+        self.resyncs = 0
+        """Book resynchronisations started."""
+        self.reconnects = 0
+        """Websocket reconnects."""
+        self.lat_us = 0
+        """Latest feed latency, receive wall time - exchange event time, µs (negative: clock skew)."""
+        self.by_kind: dict[str, int] = {}
+        """Refusals by kind (e.g. ``nan_price``, ``crossed``)."""
 
     def values(self) -> tuple[int, ...]:
         """Counter values in ``COUNTER_NAMES`` order."""
         return tuple(getattr(self, n) for n in COUNTER_NAMES)
+
+    def __eq__(self, other: object) -> bool:
+        return (isinstance(other, FeedCounts) and self.values() == other.values() and self.records == other.records
+                and self.by_kind == other.by_kind)
+
+    def __repr__(self) -> str:
+        inner = ", ".join(f"{n}={getattr(self, n)}" for n in ("records", *COUNTER_NAMES))
+        return f"FeedCounts({inner}, by_kind={self.by_kind})"
 
 
 # -- compiled publishers (one call per record) -------------------------------------------------------------------
@@ -148,21 +172,34 @@ class Emitter:
 
     ``report(kind, text)`` receives each refusal and parse problem (the stage rate-limits the log per kind)."""
 
+    src_seq = _word(W_SRC_SEQ, "Number of the current frame (1-based); records carry it as ``src_seq``.")
+    t_mono_ns = _word(W_T_MONO, "Monotonic receive time of the current frame (``t_origin_ns`` of its records).")
+    t_wall_ns = _word(W_T_WALL, "Wall-clock receive time of the current frame (recorded receive time in replay).")
+
     def __init__(self, report: Callable[[str, str], None] | None = None) -> None:
-        self.counts = FeedCounts()
+        self.words = array("q", bytes(8 * 8))
+        """The per-frame state and hot counters (``W_*`` slots), in one buffer a compiled fast path updates too
+        (``feeds.scan``): whichever path takes a frame, the emitter's view stays whole."""
+        self.counts = FeedCounts(self.words)
         self.report = report or (lambda kind, text: None)
-        self.src_seq = 0
-        """Number of the current frame (1-based); records carry it as ``src_seq``."""
-        self.t_mono_ns = 0
-        """Monotonic receive time of the current frame (``t_origin_ns`` of its records)."""
-        self.t_wall_ns = 0
-        """Wall-clock receive time of the current frame (recorded receive time in replay)."""
-        self.t_wall_ms = 0
         self.resync: set[int] = set()
         """Instruments whose next bbo record carries FLAG_RESYNC (after a reconnect: records may be missing)."""
         self._resync_trade: set[int] = set()
         self._resync_book: set[int] = set()
-        self._lat = (0, 0)  # (receive ns, exchange ms) of the latest record with an exchange time
+
+    @property
+    def t_wall_ms(self) -> int:
+        """``t_wall_ns`` in ms."""
+        return self.words[W_T_WALL] // 1_000_000
+
+    @property
+    def _lat(self) -> tuple[int, int]:
+        """(receive ns, exchange ms) of the latest record with an exchange time."""
+        return self.words[W_LAT_WALL], self.words[W_LAT_TS]
+
+    @_lat.setter
+    def _lat(self, value: tuple[int, int]) -> None:
+        self.words[W_LAT_WALL], self.words[W_LAT_TS] = value
 
     def mark_resync(self, instruments) -> None:
         """Flag the next record of each kind (bbo, trade, book) of each of ``instruments`` with FLAG_RESYNC, so the
@@ -174,11 +211,11 @@ class Emitter:
 
     def frame(self, t_mono_ns: int, t_wall_ns: int) -> None:
         """Start a new received frame."""
-        self.src_seq += 1
-        self.counts.frames += 1
-        self.t_mono_ns = t_mono_ns
-        self.t_wall_ns = t_wall_ns
-        self.t_wall_ms = t_wall_ns // 1_000_000
+        w = self.words
+        w[W_SRC_SEQ] += 1
+        w[W_FRAMES] += 1
+        w[W_T_MONO] = t_mono_ns
+        w[W_T_WALL] = t_wall_ns
 
     def counter_values(self) -> tuple[int, ...]:
         """The counters in ``COUNTER_NAMES`` order, feed latency brought up to date."""
@@ -199,11 +236,13 @@ class Emitter:
         if pending and inst in pending:
             pending.discard(inst)
             flags |= FLAG_RESYNC
+        w = self.words
         if ts_ms <= 0:
-            return self.t_wall_ms, flags | FLAG_LOCAL_TIME
-        self._lat = (self.t_wall_ns, ts_ms)
-        if ts_ms > self.t_wall_ms:
-            self.counts.skewed += 1  # the exchange's clock is ahead of ours
+            return w[W_T_WALL] // 1_000_000, flags | FLAG_LOCAL_TIME
+        w[W_LAT_WALL] = w[W_T_WALL]
+        w[W_LAT_TS] = ts_ms
+        if ts_ms > w[W_T_WALL] // 1_000_000:
+            w[W_SKEWED] += 1  # the exchange's clock is ahead of ours
         return ts_ms, flags
 
     def bbo(self, inst: int, ts_ms: int, venue_seq: int, bid: float, bid_qty: float, ask: float, ask_qty: float,
@@ -308,6 +347,14 @@ class RingEmitter(Emitter):
         if target is None:
             return None
         return target[0], self.resume.get("bbo", (0, 0))[0]
+
+    def fast_book(self) -> tuple[Ring, int] | None:
+        """For a parser's compiled depth path (``feeds.depth_scan``): the book ring, and the last frame number
+        whose book records a resumed replay skips (0: none); None when book records are not stored."""
+        target = self._rings.get("book")
+        if target is None:
+            return None
+        return target[0], self.resume.get("book", (0, 0))[0]
 
     def frame(self, t_mono_ns: int, t_wall_ns: int) -> None:
         super().frame(t_mono_ns, t_wall_ns)

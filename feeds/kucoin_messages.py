@@ -104,17 +104,30 @@ _TICKER, _MATCH, _L2, _TICKER_ALL = 1, 2, 3, 4
 class SymbolState:
     """Per-symbol state."""
 
-    __slots__ = ("_k", "_seqs", "inst", "resync", "symbol", "sync")
+    __slots__ = ("_k", "_resync", "_seqs", "inst", "symbol", "sync")
 
     def __init__(self, symbol: str, inst: int, sync) -> None:
         self.symbol = symbol
         self.inst = inst
         self._seqs = np.full(1, -1, dtype=np.int64)
         self._k = 0
+        self._resync = np.ones(1, dtype=np.int64)
         self.sync = sync
         """The symbol's book sync (None without books)."""
-        self.resync = True
+
+    @property
+    def resync(self) -> bool:
         """The next book record is the first after a (re)sync: it carries FLAG_RESYNC."""
+        return bool(self._resync[0])
+
+    @resync.setter
+    def resync(self, value: bool) -> None:
+        self._resync[0] = value
+
+    def share_resync(self, word: np.ndarray) -> None:
+        """Keep ``resync`` in ``word`` (a one-element int64 view a compiled depth path reads) from now on."""
+        word[0] = self._resync[0]
+        self._resync = word
 
     @property
     def last_seq(self) -> int:
@@ -167,32 +180,21 @@ class BookKeeping:
         states = list(self.states.values())
         index = {id(st): k for k, st in enumerate(states)}
         fast = FastTicker(fn, ring, [st.inst for st in states],
-                          [{key: index[id(st)] for key, st in t.items()} for t in tables], usdm, after)
+                          [{key: index[id(st)] for key, st in t.items()} for t in tables], emit.words, usdm, after)
         for k, st in enumerate(states):
             st.share_seq(fast.seqs, k)
         self._fast = fast
-        call, addr, counts = fast.fn, fast.addr, emit.counts
+        call, addr = fast.fn, fast.addr
 
         def on_frame(data: bytes, t_mono_ns: int, t_wall_ns: int) -> Control | None:
             """Parse one received frame; returns the control frame, None for data frames. Never raises. A ticker
-            goes through the compiled fast path; every other frame, and every ticker it does not publish, through
-            the venue's general parser (``_parse_frame``)."""
+            goes through the compiled fast path, which publishes its record and keeps the emitter's frame number,
+            counters and times (``emit.words``) as ``emit.frame()`` and ``emit.bbo()`` would; every other frame, and
+            every ticker it does not publish, through the venue's general parser (``_parse_frame``)."""
             if emit.resync:
                 fast.block(emit.resync)
-            seq = emit.src_seq + 1
-            wall_ms = t_wall_ns // 1_000_000
-            ts = call(data, addr, seq, t_mono_ns, wall_ms)  # NOT_HANDLED for anything but bytes
-            if ts >= 0:  # published: what emit.frame() and emit.bbo() keep track of, inlined
-                emit.src_seq = seq
-                emit.t_mono_ns = t_mono_ns
-                emit.t_wall_ns = t_wall_ns
-                emit.t_wall_ms = wall_ms
-                counts.frames += 1
-                counts.records += 1
-                if ts:
-                    emit._lat = (t_wall_ns, ts)
-                    if ts > wall_ms:
-                        counts.skewed += 1
+            ts = call(data, addr, t_mono_ns, t_wall_ns)  # NOT_HANDLED for anything but bytes
+            if ts >= 0:
                 return None
             if ts == BLOCKED:  # the emitter's resync set may have emptied since block() last saw it
                 fast.block(emit.resync)
@@ -229,6 +231,9 @@ class BookKeeping:
             return
         st.sync = self._new_sync()
         st.resync = True
+        fast_book = getattr(self, "_fast_book", None)  # Binance's compiled depth path (feeds.depth_scan)
+        if fast_book is not None:  # reads the new sync's state from now on
+            fast_book.attach(st)
         if st.sync.needs_snapshot:
             self.need_snapshot.add(symbol)
 

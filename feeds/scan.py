@@ -37,6 +37,7 @@ call with array arguments (reference counts, no inlining) costs more than most h
 from __future__ import annotations
 
 import ctypes
+from array import array
 from collections.abc import Iterable, Mapping
 
 import numba
@@ -45,7 +46,7 @@ from llvmlite import ir
 from numba import types
 from numba.extending import intrinsic
 
-from feeds.emit import put_bbo
+from feeds.emit import W_FRAMES, W_LAT_TS, W_LAT_WALL, W_RECORDS, W_SKEWED, W_SRC_SEQ, W_T_MONO, W_T_WALL, put_bbo
 from pipeline.records import BBO, FLAG_LOCAL_TIME
 from pipeline.ring import HEADER_BYTES, PUSH_OK, Ring, entry_point
 
@@ -129,7 +130,7 @@ def _ctz(typingctx, x):
 
 # ctx words (int64): where everything lives
 (C_SEG, C_CAP, C_WORDS, C_SEQS, C_INSTS, C_BLOCKED, C_TAB, C_TABN, C_TAB2, C_TAB2N, C_USDM, C_AFTER, C_FV, C_IV,
- C_REC, C_TPL, C_TLIT, C_TNEXT) = range(18)
+ C_REC, C_TPL, C_TLIT, C_TNEXT, C_WORDS_EMIT) = range(19)
 CTX_WORDS = 24
 SYM_MAX = 32
 """Longest symbol the tables hold (bytes); longer ones take the general path."""
@@ -707,9 +708,10 @@ def symbol_table(keys: Mapping[bytes, int]) -> np.ndarray:
 
 
 @numba.njit(**_J)
-def _publish(ctx, st, src_seq, t_mono, t_wall_ms, ts_ms, venue_seq, bid, bid_qty, ask, ask_qty):
-    """Check and publish the BBO of state ``st`` as ``Emitter.bbo`` would; returns the record's venue time (0 for
-    receive time) or a negative status, with nothing written."""
+def _publish(ctx, st, src_seq, t_mono, t_wall_ns, ts_ms, venue_seq, bid, bid_qty, ask, ask_qty):
+    """Check and publish the BBO of state ``st`` as ``Emitter.frame`` + ``Emitter.bbo`` would, the emitter's
+    ``words`` updated as they update them; returns the record's venue time (0 for receive time) or a negative
+    status, with nothing written."""
     if _i64p(ctx[C_BLOCKED])[st]:
         return BLOCKED
     seqs = _i64p(ctx[C_SEQS])
@@ -719,6 +721,7 @@ def _publish(ctx, st, src_seq, t_mono, t_wall_ms, ts_ms, venue_seq, bid, bid_qty
         return BAD_VALUE
     flags = 0
     ts = ts_ms
+    t_wall_ms = t_wall_ns // 1_000_000
     if ts_ms <= 0:
         ts = t_wall_ms
         flags = FLAG_LOCAL_TIME
@@ -732,7 +735,19 @@ def _publish(ctx, st, src_seq, t_mono, t_wall_ms, ts_ms, venue_seq, bid, bid_qty
                venue_seq) != PUSH_OK:
         return RING_FULL
     seqs[st] = venue_seq
-    return ts_ms if ts_ms > 0 else 0
+    w = _i64p(ctx[C_WORDS_EMIT])  # what Emitter.frame() and Emitter._stamp() keep, inlined
+    w[W_SRC_SEQ] = src_seq
+    w[W_FRAMES] += 1
+    w[W_RECORDS] += 1
+    w[W_T_MONO] = t_mono
+    w[W_T_WALL] = t_wall_ns
+    if ts_ms > 0:
+        w[W_LAT_WALL] = t_wall_ns
+        w[W_LAT_TS] = ts_ms
+        if ts_ms > t_wall_ms:
+            w[W_SKEWED] += 1
+        return ts_ms
+    return 0
 
 
 _KU_TOP = _spec((b"type", K_STR, 0), (b"topic", K_STR, 2), (b"subject", K_STR, 4), (b"data", K_OBJ, 0),
@@ -745,11 +760,12 @@ _TICKER_TOPIC = np.frombuffer(b"/market/ticker:", dtype=np.uint8)
 
 
 @numba.njit(**_J)
-def _kucoin(p, n, ctx_addr, src_seq, t_mono, t_wall_ms):
+def _kucoin(p, n, ctx_addr, t_mono, t_wall_ns):
     """A KuCoin ``trade.ticker`` frame (``n`` bytes at ``p``) -> its BBO record published (see the module
-    docstring). ``ctx_addr``: ``FastTicker.addr``; ``src_seq``: the frame's number; ``t_mono``: its monotonic
-    receive time (ns); ``t_wall_ms``: its wall-clock receive time (ms)."""
+    docstring). ``ctx_addr``: ``FastTicker.addr``; ``t_mono``: the frame's monotonic receive time (ns);
+    ``t_wall_ns``: its wall-clock receive time (ns). The frame's number is the emitter's next ``src_seq``."""
     ctx = _i64p(ctx_addr)
+    src_seq = _i64p(ctx[C_WORDS_EMIT])[W_SRC_SEQ] + 1
     if src_seq <= ctx[C_AFTER]:
         return BLOCKED
     fv = _f64p(ctx[C_FV])
@@ -770,7 +786,7 @@ def _kucoin(p, n, ctx_addr, src_seq, t_mono, t_wall_ms):
         return UNKNOWN_SYMBOL
     if nrec >= 0:
         _learn(p, n, ctx, rec, nrec, seen, seen_in)
-    return _publish(ctx, st, src_seq, t_mono, t_wall_ms, iv[7] if seen_in & _KU_TIME else 0, iv[6],
+    return _publish(ctx, st, src_seq, t_mono, t_wall_ns, iv[7] if seen_in & _KU_TIME else 0, iv[6],
                     fv[0], fv[1], fv[2], fv[3])
 
 
@@ -786,10 +802,11 @@ _BOOK_TICKER = np.frombuffer(b"bookTicker", dtype=np.uint8)
 
 
 @numba.njit(**_J)
-def _binance(p, n, ctx_addr, src_seq, t_mono, t_wall_ms):
+def _binance(p, n, ctx_addr, t_mono, t_wall_ns):
     """A Binance ``bookTicker`` frame (``n`` bytes at ``p``; combined-stream or raw) -> its BBO record published
     (see ``_kucoin``). USD-M (``ctx[C_USDM]``) takes the event time ``E``; spot has none (receive time)."""
     ctx = _i64p(ctx_addr)
+    src_seq = _i64p(ctx[C_WORDS_EMIT])[W_SRC_SEQ] + 1
     if src_seq <= ctx[C_AFTER]:
         return BLOCKED
     fv = _f64p(ctx[C_FV])
@@ -827,34 +844,36 @@ def _binance(p, n, ctx_addr, src_seq, t_mono, t_wall_ms):
         return UNKNOWN_SYMBOL
     if nrec >= 0:
         _learn(p, n, ctx, rec, nrec, seen, seen_in)
-    return _publish(ctx, st, src_seq, t_mono, t_wall_ms, iv[7] if usdm else 0, iv[6], fv[0], fv[1], fv[2], fv[3])
+    return _publish(ctx, st, src_seq, t_mono, t_wall_ns, iv[7] if usdm else 0, iv[6], fv[0], fv[1], fv[2], fv[3])
 
 
 @numba.njit(**_ENTRY)
-def kucoin_ticker(buf, ctx_addr, src_seq, t_mono, t_wall_ms):
+def kucoin_ticker(buf, ctx_addr, t_mono, t_wall_ns):
     """``_kucoin`` of a bytes object: what Python calls (through ``FastTicker.fn``)."""
-    return _kucoin(_ptr(buf), len(buf), ctx_addr, src_seq, t_mono, t_wall_ms)
+    return _kucoin(_ptr(buf), len(buf), ctx_addr, t_mono, t_wall_ns)
 
 
 @numba.njit(**_ENTRY)
-def binance_book_ticker(buf, ctx_addr, src_seq, t_mono, t_wall_ms):
+def binance_book_ticker(buf, ctx_addr, t_mono, t_wall_ns):
     """``_binance`` of a bytes object: what Python calls (through ``FastTicker.fn``)."""
-    return _binance(_ptr(buf), len(buf), ctx_addr, src_seq, t_mono, t_wall_ms)
+    return _binance(_ptr(buf), len(buf), ctx_addr, t_mono, t_wall_ns)
 
 
 # -- a cheaper call from Python ------------------------------------------------------------------------------------
 
 
-def _kucoin_c(p, n, ctx_addr, src_seq, t_mono, t_wall_ms):
-    return _kucoin(p, n, ctx_addr, src_seq, t_mono, t_wall_ms)
+def _kucoin_c(p, n, ctx_addr, t_mono, t_wall_ns):
+    return _kucoin(p, n, ctx_addr, t_mono, t_wall_ns)
 
 
-def _binance_c(p, n, ctx_addr, src_seq, t_mono, t_wall_ms):
-    return _binance(p, n, ctx_addr, src_seq, t_mono, t_wall_ms)
+def _binance_c(p, n, ctx_addr, t_mono, t_wall_ns):
+    return _binance(p, n, ctx_addr, t_mono, t_wall_ns)
 
 
 _C_TWINS = {kucoin_ticker: _kucoin_c, binance_book_ticker: _binance_c}
-_C_SIG = types.int64(types.CPointer(types.uint8), types.int64, types.int64, types.int64, types.int64, types.int64)
+_C_SIG = types.int64(types.CPointer(types.uint8), types.int64, types.int64, types.int64, types.int64)
+_N_INTS = len(_C_SIG.args) - 2
+"""Int arguments after the frame: ctx_addr, t_mono, t_wall_ns."""
 _METH_FASTCALL = 0x0080
 _fastcalls: dict = {}
 
@@ -865,7 +884,7 @@ class _MethodDef(ctypes.Structure):
 
 
 def _build_fastcall(fn):
-    """A builtin function ``f(frame, ctx_addr, src_seq, t_mono, t_wall_ms)`` calling the C twin of fused function
+    """A builtin function ``f(frame, ctx_addr, t_mono, t_wall_ns)`` calling the C twin of fused function
     ``fn`` (a numba ``cfunc``) through a METH_FASTCALL wrapper written here in LLVM IR: the frame's bytes are taken
     with ``PyBytes_AsString`` / ``PyBytes_Size`` and the ints with ``PyLong_AsLong``, where numba's own wrapper
     builds an argument tuple, takes the bytes through the buffer protocol into a heap-allocated meminfo and reads
@@ -894,7 +913,7 @@ def _build_fastcall(fn):
 
     not_handled = wrapper.append_basic_block("not_handled")
     go = wrapper.append_basic_block("go")
-    b.cbranch(b.icmp_signed("==", nargs, ir.Constant(i64, 5)), go, not_handled)
+    b.cbranch(b.icmp_signed("==", nargs, ir.Constant(i64, 1 + _N_INTS)), go, not_handled)
     b.position_at_end(go)
     frame = b.load(args)
     typ = b.load(b.bitcast(b.gep(frame, [ir.Constant(i64, 8)]), obj.as_pointer()))  # ob_type
@@ -904,7 +923,8 @@ def _build_fastcall(fn):
     b.position_at_end(is_bytes)
     data = call("PyBytes_AsString", obj, [obj], frame)
     size = call("PyBytes_Size", i64, [obj], frame)
-    ints = [call("PyLong_AsLong", i64, [obj], b.load(b.gep(args, [ir.Constant(i64, k)]))) for k in range(1, 5)]
+    ints = [call("PyLong_AsLong", i64, [obj], b.load(b.gep(args, [ir.Constant(i64, k)])))
+            for k in range(1, 1 + _N_INTS)]
     minus = ir.Constant(i64, -1)
     suspect = b.icmp_signed("==", ints[0], minus)
     for v in ints[1:]:
@@ -919,7 +939,7 @@ def _build_fastcall(fn):
     call("PyErr_Clear", ir.VoidType(), [])
     b.branch(not_handled)
     b.position_at_end(run)
-    status = call(c.address, i64, [obj, i64, i64, i64, i64, i64], data, size, *ints)
+    status = call(c.address, i64, [obj, i64] + [i64] * _N_INTS, data, size, *ints)
     b.ret(call("PyLong_FromLong", obj, [i64], status))
     b.position_at_end(not_handled)
     b.ret(call("PyLong_FromLong", obj, [i64], ir.Constant(i64, NOT_HANDLED)))
@@ -939,16 +959,16 @@ def _build_fastcall(fn):
 def numba_call(fn):
     """Fused function ``fn`` through numba's compiled entry point, for bytes only (numba would misread a strided
     buffer): the fallback of ``fastcall``, the same statuses."""
-    ep = entry_point(fn, b"", 0, 0, 0, 0)
+    ep = entry_point(fn, b"", 0, 0, 0)
 
-    def call(frame, ctx_addr: int, src_seq: int, t_mono: int, t_wall_ms: int) -> int:
-        return ep(frame, ctx_addr, src_seq, t_mono, t_wall_ms) if type(frame) is bytes else NOT_HANDLED
+    def call(frame, ctx_addr: int, t_mono: int, t_wall_ns: int) -> int:
+        return ep(frame, ctx_addr, t_mono, t_wall_ns) if type(frame) is bytes else NOT_HANDLED
 
     return call
 
 
 def fastcall(fn):
-    """The cheapest callable of fused function ``fn``: ``f(frame, ctx_addr, src_seq, t_mono, t_wall_ms)`` ->
+    """The cheapest callable of fused function ``fn``: ``f(frame, ctx_addr, t_mono, t_wall_ns)`` ->
     status, ``NOT_HANDLED`` for anything but a bytes frame and ints. The FASTCALL wrapper, or ``numba_call`` where
     the wrapper cannot be built."""
     entry = _fastcalls.get(fn)
@@ -969,11 +989,13 @@ class FastTicker:
     ``states[k]`` is the instrument id of state k; ``tables`` one or two mappings symbol bytes -> state (KuCoin:
     the topic's symbol; Binance: ``s`` of raw events, then the lower-case stream prefix). ``seqs[k]`` is state k's
     last venue sequence (-1: none yet), shared with the general parser. ``after``: frames up to this number are not
-    taken (a resumed replay skips their records)."""
+    taken (a resumed replay skips their records). ``words``: the emitter's ``words`` (``feeds.emit.W_*``: frame
+    number, counters, receive times), updated in place on every frame taken."""
 
-    def __init__(self, fn, ring: Ring, states: Iterable[int], tables: list[Mapping[bytes, int]], usdm: bool = False,
-                 after: int = 0) -> None:
+    def __init__(self, fn, ring: Ring, states: Iterable[int], tables: list[Mapping[bytes, int]], words: array,
+                 usdm: bool = False, after: int = 0) -> None:
         self.ring = ring
+        self.words = words  # held, as everything ctx points to
         self.seg = ring.seg  # held: the mapping stays while we point into it
         insts = list(states)
         self.insts = np.array(insts, dtype=np.int64).reshape(-1)
@@ -995,10 +1017,11 @@ class FastTicker:
         c[C_USDM], c[C_AFTER] = int(usdm), after
         c[C_FV], c[C_IV], c[C_REC] = self.fv.ctypes.data, self.iv.ctypes.data, self.rec.ctypes.data
         c[C_TPL], c[C_TLIT] = self.tpl.ctypes.data, self.tlit.ctypes.data
+        c[C_WORDS_EMIT] = words.buffer_info()[0]
         self.addr = int(c.ctypes.data)
         """What the fused function takes as ``ctx_addr``."""
         self.fn = fastcall(fn)
-        """The fused function: ``fn(frame bytes, addr, src_seq, t_mono_ns, t_wall_ms)`` -> status."""
+        """The fused function: ``fn(frame bytes, addr, t_mono_ns, t_wall_ns)`` -> status."""
         self.resync: frozenset[int] = frozenset()
         """The emitter's pending FLAG_RESYNC instruments as of the last ``block``."""
 

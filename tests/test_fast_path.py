@@ -471,26 +471,26 @@ def test_full_ring_when_stopping(kucoin) -> None:
 
 def test_call_wrappers(rings, kucoin, futures) -> None:
     """The FASTCALL wrapper and numba's entry point give the same status for every recorded frame, and the wrapper
-    turns anything but (bytes, 4 ints) into NOT_HANDLED, never an exception."""
+    turns anything but (bytes, 3 ints) into NOT_HANDLED, never an exception."""
     for fn, frames, make in ((kucoin_ticker, kucoin, kucoin_maker(kucoin_symbols(kucoin))),
                              (binance_book_ticker, futures, binance_maker(binance_symbols(futures), "usdm"))):
         side = Side(rings[0], make, True)
         fast = side.parser._fast
         assert fast.fn is fastcall(fn) and type(fast.fn).__name__ == "builtin_function_or_method"
         other = numba_call(fn)
-        for k, (wall, raw) in enumerate(frames[:3000]):
+        for wall, raw in frames[:3000]:
             fast.seqs[:] = -1  # publishes each time: both calls see the same state
-            a = fast.fn(raw, fast.addr, k + 1, 7, wall // 1_000_000)
+            a = fast.fn(raw, fast.addr, 7, wall)
             fast.seqs[:] = -1
-            b = other(raw, fast.addr, k + 1, 7, wall // 1_000_000)
+            b = other(raw, fast.addr, 7, wall)
             assert a == b
             side.take()
         good = frames[0][1]
-        for args in [("x", fast.addr, 1, 2, 3), (bytearray(good), fast.addr, 1, 2, 3), (memoryview(good), fast.addr,
-                     1, 2, 3), (None, fast.addr, 1, 2, 3), (good, fast.addr, 1.5, 2, 3), (good, fast.addr, 2**70, 2, 3),
-                     (good, fast.addr, 1, "2", 3), (good,), (), (good, fast.addr, 1, 2, 3, 4)]:
+        for args in [("x", fast.addr, 2, 3), (bytearray(good), fast.addr, 2, 3), (memoryview(good), fast.addr, 2, 3),
+                     (None, fast.addr, 2, 3), (good, fast.addr, 1.5, 3), (good, fast.addr, 2**70, 3),
+                     (good, fast.addr, "2", 3), (good,), (), (good, fast.addr, 2, 3, 4)]:
             assert fast.fn(*args) == NOT_HANDLED, args
-            if len(args) == 5 and not isinstance(args[0], bytes):
+            if len(args) == 4 and not isinstance(args[0], bytes):
                 assert other(*args) == NOT_HANDLED, args
         side.take()
 
