@@ -11,11 +11,16 @@ URL layout (P = port):
 * Binance USD-M websocket base ``ws://127.0.0.1:P/binance-usdm`` (``/public/...`` book streams,
   ``/market/...`` trades and klines).
 * MEXC websocket ``ws://127.0.0.1:P/mexc/ws`` (JSON control frames, binary protobuf pushes).
-* ``GET /_sim/stats``, ``POST /_sim/fault`` (see ``faults``).
+* Order entry (signed, per venue account): KuCoin ``/api/v1/hf/*`` and the private topic on the KuCoin websocket
+  (``orders_kucoin``); Binance ``/api/v3/order...``, WS-API ``/binance/ws-api/v3``; USD-M ``/fapi/v1/order...``,
+  WS-API ``/binance-usdm/ws-fapi/v1``, user data ``/binance-usdm/private/ws/<listenKey>`` (``orders_binance``).
+* ``GET /_sim/stats``, ``POST /_sim/fault`` (see ``faults``), ``GET /_sim/accounts`` (see ``accounts``).
 
 Modules: ``market`` (instruments, books, candles, seeded generator), ``replay`` (recorded data as the event
 source), ``clock`` (simulated time, timers), ``registry`` (connections, subscriptions, sending), ``faults``,
-``kucoin``, ``binance``, ``mexc`` (venue routes and frames), ``engine`` (pacing loop), ``server`` (app, CLI).
+``kucoin``, ``binance``, ``mexc`` (venue routes and frames), ``accounts`` (balances, positions, matching, fees),
+``orders_kucoin``, ``orders_binance`` (order entry and user streams), ``delivery`` (response vs. user-stream order,
+delivery faults), ``engine`` (pacing loop), ``server`` (app, CLI).
 Venue modules expose ``add_routes(app)`` and ``on_event(event)`` and push through the shared ``Registry``, so
 order entry and user-data streams can be added beside the market-data routes.
 """

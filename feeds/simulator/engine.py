@@ -40,6 +40,14 @@ class Options:
     usdm_ping_ms: int = 180000
     usdm_pong_timeout_ms: int = 600000
     replay: list[str] = field(default_factory=list)
+    api_key: str = "lowlat-sim-key"
+    api_secret: str = "lowlat-sim-secret"
+    api_passphrase: str = "lowlat-sim-pass"
+    """Order entry credentials (public test values, like the venues' documented example keys)."""
+    balances: str = "USDT=1000000,BTC=10,ETH=100"
+    """Initial balances of the KuCoin and Binance spot accounts; USD-M wallet = the USDT figure."""
+    order_latency_ms: int = 0
+    """Wall-clock delay before every order placement / cancel is matched and answered."""
 
 
 class Listener(Protocol):
@@ -109,6 +117,7 @@ class Engine:
         return {
             "venues": self.registry.stats,
             "faults_applied": dict(self.faults.applied),
+            "faults_hit": dict(self.faults.hit),
             "events": self.events,
             "sim_time_ms": self.now_ms(),
             "last_event_ms": self.last_event_us // 1000,

@@ -13,7 +13,27 @@ Body ``{"kind": K, "venue": "kucoin" | "binance" | "binance-usdm" | "all", ...}`
   ``crossed`` (BBO frames: bid and ask swapped; depth: a bid at the best ask; trades: a NaN price). The real
   frames still follow, so valid data stays gap-free.
 * ``rest_error`` ``status`` (429 | 418 | 500 | 503) ``count`` [``retry_after`` s, default 1]: the next ``count``
-  REST requests of the venue answer that status with the venue's error body (and ``Retry-After`` for 429/418).
+  REST requests of the venue (market data and order entry alike) answer that status with the venue's error body
+  (and ``Retry-After`` for 429/418); on the Binance WS-APIs the next ``count`` requests answer an error with that
+  ``status`` and ``error.data = {serverTime, retryAfter}`` (ms) instead.
+
+Order entry (venues ``kucoin``, ``binance``, ``binance-usdm``; each applies to the next ``count`` order placements
+that pass authentication and validation, REST or WS-API; a new request of a kind replaces the pending one):
+
+* ``order_reject`` ``count`` [``code``]: refused with the venue's insufficient-balance error (KuCoin 200004,
+  Binance -2010, USD-M -2019), or with ``code`` (Binance: its usual message when unambiguous; otherwise the
+  message ``Order rejected (simulated fault).``); nothing executes.
+* ``order_partial`` ``count`` ``ratio`` (0 < ratio <= 1): IOC / market orders take at most ``ratio`` x their
+  quantity (floored to the lot), the rest expires (KuCoin: done with ``canceledSize``). Other orders pass by.
+* ``order_timeout`` ``count``: executed, but no response is ever sent (REST: the connection is closed after
+  30 s; WS-API: never answered); the user streams still report them.
+* ``order_drop_ack`` ``count``: executed, then the connection carrying the request is aborted instead of the
+  response (the user streams report them on their other connections).
+* ``fill_before_ack`` ``count``: the user-stream events go out (and are flushed) before the response; by default
+  the response goes first.
+
+``faults_applied`` in ``/_sim/stats`` counts fault requests by kind, ``faults_hit`` the orders / requests each kind
+has affected.
 """
 
 from __future__ import annotations
@@ -23,13 +43,15 @@ import json
 import time
 from collections import Counter
 from collections.abc import Awaitable, Callable
+from fractions import Fraction
 from typing import Any
 
 from aiohttp import web
 
 from .registry import VENUES, Registry
 
-KINDS = ("drop", "stall", "skip_seq", "malformed", "rest_error")
+ORDER_KINDS = ("order_reject", "order_partial", "order_timeout", "order_drop_ack", "fill_before_ack")
+KINDS = ("drop", "stall", "skip_seq", "malformed", "rest_error", *ORDER_KINDS)
 MALFORMED = ("truncated", "missing_field", "nan_price", "negative_price", "zero_price", "crossed")
 REST_STATUSES = (429, 418, 500, 503)
 
@@ -66,6 +88,9 @@ class Faults:
         self.registry = registry
         self.find_symbol = find_symbol
         self.applied: Counter[str] = Counter()
+        self.hit: Counter[str] = Counter()
+        self.orders: dict[tuple[str, str], dict[str, Any]] = {}
+        """(kind, venue) -> {"count": remaining, ...parameters}."""
         self.rest: dict[str, list[int]] = {}
         """venue -> [status, remaining, retry_after]."""
         self.malformed: dict[str, list[str]] = {v: [] for v in VENUES}
@@ -86,16 +111,33 @@ class Faults:
         pending = self.malformed[venue]
         return pending.pop(0) if pending else None
 
+    def rest_due(self, venue: str) -> tuple[int, int] | None:
+        """Consume one pending ``rest_error`` of the venue: (status, retry_after s), or None."""
+        pending = self.rest.get(venue)
+        if not pending or pending[1] <= 0:
+            return None
+        pending[1] -= 1
+        self.hit["rest_error"] += 1
+        return pending[0], pending[2]
+
+    def order_due(self, venue: str, kind: str) -> dict[str, Any] | None:
+        """Consume one pending order fault of ``kind`` for the venue: its parameters, or None."""
+        pending = self.orders.get((kind, venue))
+        if not pending or pending["count"] <= 0:
+            return None
+        pending["count"] -= 1
+        self.hit[kind] += 1
+        return pending
+
     def rest_guard(self, venue: str, handler: Handler) -> Handler:
         """Wrap a REST handler: count requests, answer pending ``rest_error`` faults."""
         stats = self.registry.stats[venue]
 
         async def guarded(request: web.Request) -> web.StreamResponse:
             stats["rest_requests"] += 1
-            pending = self.rest.get(venue)
-            if pending and pending[1] > 0:
-                status, _, retry_after = pending
-                pending[1] -= 1
+            due = self.rest_due(venue)
+            if due is not None:
+                status, retry_after = due
                 headers = {"Retry-After": str(retry_after)} if status in (429, 418) else None
                 return web.json_response(error_body(venue, status), status=status, headers=headers)
             return await handler(request)
@@ -131,6 +173,19 @@ class Faults:
                 raise FaultError(f"'variants' must be a non-empty list drawn from {', '.join(MALFORMED)}")
             for v in venues:
                 self.malformed[v].extend(variants[k % len(variants)] for k in range(count))
+        elif kind in ORDER_KINDS:
+            params: dict[str, Any] = {"count": int(_number(spec, "count", 1))}
+            if kind == "order_partial":
+                ratio = _number(spec, "ratio", 0.5)
+                if not 0 < ratio <= 1:
+                    raise FaultError(f"order_partial 'ratio' must be in (0, 1], got {ratio}")
+                params["ratio"] = Fraction(str(spec.get("ratio", 0.5)))
+            if kind == "order_reject" and spec.get("code") is not None:
+                if not isinstance(spec["code"], int | str) or isinstance(spec["code"], bool):
+                    raise FaultError(f"order_reject 'code' must be a string or an integer, got {spec['code']!r}")
+                params["code"] = spec["code"]
+            for v in venues:
+                self.orders[(kind, v)] = dict(params)
         else:
             status = int(_number(spec, "status", 429))
             if status not in REST_STATUSES:

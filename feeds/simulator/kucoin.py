@@ -6,7 +6,8 @@ REST at the root and under ``/kucoin`` (base ``http://127.0.0.1:P`` or ``http://
 signature asked), ``/api/v1/timestamp``. Errors: HTTP 400 with ``{"code":"400100","msg":...}``.
 
 Websocket ``/kucoin/ws?token=T&connectId=C``: topics ``/market/ticker:``, ``/market/level2:``, ``/market/match:``
-with comma-separated symbols. Frames copy the recorded 2021 frames' shapes and key order; level2 adds ``time``
+with comma-separated symbols; with a ``bullet-private`` token also ``/spotMarket/tradeOrdersV2`` (privateChannel,
+order entry in ``orders_kucoin``). Frames copy the recorded 2021 frames' shapes and key order; level2 adds ``time``
 as the current venue does. Matches use the recorded ``trade.l3match`` shape (``symbol, sequence, side, size,
 price, takerOrderId, time`` (ns, string), ``type, makerOrderId, tradeId``), which is also what ``/market/match``
 sends today. Sequences are the book's change counter plus a per-symbol base; every change takes one sequence.
@@ -35,6 +36,8 @@ if TYPE_CHECKING:
 
 VENUE = "kucoin"
 TOPICS = ("/market/ticker:", "/market/level2:", "/market/match:")
+PRIVATE_TOPICS = ("/spotMarket/tradeOrdersV2",)
+"""Served to connections opened with a ``bullet-private`` token (frames built in ``orders_kucoin``)."""
 CANDLE_TYPES = {"1min": 1, "3min": 3, "5min": 5, "15min": 15, "30min": 30, "1hour": 60, "2hour": 120,
                 "4hour": 240, "6hour": 360, "8hour": 480, "12hour": 720, "1day": 1440}
 SEQ_BASE = 1_613_000_000_000
@@ -71,6 +74,8 @@ class KucoinVenue:
         self.registry = engine.registry
         self.faults = engine.faults
         self.tokens: set[str] = set()
+        self.private_tokens: set[str] = set()
+        """Tokens from ``bullet-private`` (order entry): they may also subscribe to the private topics."""
         n = len(self.market.instruments)
         self.seq_base = [SEQ_BASE + i * 10**9 for i in range(n)]
         self.ticker_us = engine.opts.kucoin_ticker_ms * 1000
@@ -93,12 +98,16 @@ class KucoinVenue:
 
     # REST ----------------------------------------------------------------------------------------------------------
     async def bullet(self, request: web.Request) -> web.Response:
+        return ok(self.bullet_data(request, private=False))
+
+    def bullet_data(self, request: web.Request, private: bool) -> dict[str, Any]:
+        """A new token (public, or private for ``bullet-private``) and the instance server list."""
         token = secrets.token_urlsafe(24)
-        self.tokens.add(token)
+        (self.private_tokens if private else self.tokens).add(token)
         o = self.engine.opts
-        return ok({"token": token, "instanceServers": [{
+        return {"token": token, "instanceServers": [{
             "endpoint": f"ws://{request.host}/kucoin/ws", "encrypt": False, "protocol": "websocket",
-            "pingInterval": o.ping_interval_ms, "pingTimeout": o.ping_timeout_ms}]})
+            "pingInterval": o.ping_interval_ms, "pingTimeout": o.ping_timeout_ms}]}
 
     def _symbol_info(self, i: int) -> dict[str, Any]:
         ins = self.market.instruments[i]
@@ -170,13 +179,14 @@ class KucoinVenue:
         cid = request.query.get("connectId") or str(time.time_ns())
         ws = web.WebSocketResponse(timeout=2.0, max_msg_size=1 << 20)
         await ws.prepare(request)
-        if token not in self.tokens:
+        if token not in self.tokens and token not in self.private_tokens:
             with contextlib.suppress(Exception):
                 await ws.send_str(_dumps({"id": cid, "type": "error", "code": 401, "data": "token is invalid"}))
                 await ws.close(code=1008, message=b"token is invalid")
             return ws
         reg = self.registry
         conn = reg.open(VENUE, ws, request)
+        conn.meta["private"] = token in self.private_tokens
         reg.send_control(conn, orjson.dumps({"id": cid, "type": "welcome"}))
         watchdog = asyncio.get_running_loop().create_task(self._watchdog(conn))
         try:
@@ -214,7 +224,7 @@ class KucoinVenue:
             conn.last_seen = time.monotonic()
             reg.send_control(conn, orjson.dumps({"id": mid, "type": "pong"}))
         elif kind in ("subscribe", "unsubscribe"):
-            keys, problem = self._topic_keys(str(m.get("topic", "")))
+            keys, problem = self._topic_keys(str(m.get("topic", "")), conn, bool(m.get("privateChannel")))
             if problem:
                 reg.send_control(conn, orjson.dumps({"id": sid, "type": "error", "code": 404, "data": problem}))
                 return
@@ -226,7 +236,11 @@ class KucoinVenue:
             reg.send_control(conn, orjson.dumps(
                 {"id": sid, "type": "error", "code": 415, "data": f"unsupported message type {kind!r}"}))
 
-    def _topic_keys(self, topic: str) -> tuple[list[tuple[str, str]], str]:
+    def _topic_keys(self, topic: str, conn: Conn, private: bool) -> tuple[list[tuple[str, str]], str]:
+        if topic in PRIVATE_TOPICS:
+            if not conn.meta.get("private") or not private:
+                return [], f"topic {topic!r} needs a bullet-private token and privateChannel: true"
+            return [(VENUE, topic)], ""
         prefix, sep, rest = topic.partition(":")
         prefix += sep
         if prefix not in TOPICS:

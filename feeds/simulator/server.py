@@ -2,7 +2,8 @@
 
 ``python -m feeds.simulator --port P`` prints ``simulator listening on 127.0.0.1:P`` once it accepts connections
 (``--port 0`` picks a free port and prints it), exits 0 on SIGTERM / SIGINT, and exits 2 with a one-line error
-when the port is taken. ``GET /_sim/stats`` returns counters; ``POST /_sim/fault`` injects faults (faults.py).
+when the port is taken. ``GET /_sim/stats`` returns counters; ``POST /_sim/fault`` injects faults (faults.py);
+``GET /_sim/accounts`` shows the order-entry accounts (accounts.py) to the last unit.
 """
 
 from __future__ import annotations
@@ -17,32 +18,45 @@ from aiohttp import web
 
 from feeds.proto import ProtoError
 
+from .accounts import DEFAULT_BALANCES, Desk, parse_balances
 from .binance import BinanceVenue
 from .engine import Engine, Options
 from .kucoin import KucoinVenue
 from .mexc import MexcVenue
+from .orders_binance import BinanceOrders
+from .orders_kucoin import KucoinOrders
 
 ENGINE = web.AppKey("engine", Engine)
 VENUES = web.AppKey("venues", list)
-"""Application keys: the engine and the venue objects (for modules added later, e.g. order entry)."""
+DESK = web.AppKey("desk", Desk)
+"""Application keys: the engine, the venue objects and the order-entry accounts."""
 
 
 def build_app(engine: Engine) -> web.Application:
-    """The aiohttp application: every venue's routes plus ``/_sim/*``."""
+    """The aiohttp application: every venue's routes, order entry, plus ``/_sim/*``."""
     app = web.Application()
-    venues: list[KucoinVenue | BinanceVenue | MexcVenue] = [
-        KucoinVenue(engine), BinanceVenue(engine, futures=False), BinanceVenue(engine, futures=True),
-        MexcVenue(engine)]
+    kucoin, spot, usdm = KucoinVenue(engine), BinanceVenue(engine, futures=False), BinanceVenue(engine, futures=True)
+    venues: list[KucoinVenue | BinanceVenue | MexcVenue] = [kucoin, spot, usdm, MexcVenue(engine)]
     for venue in venues:
         venue.add_routes(app)
         engine.listeners.append(venue)
+    desk = Desk(engine.market.instruments, engine.market.books, parse_balances(engine.opts.balances))
+    KucoinOrders(engine, kucoin, desk.accounts["kucoin"]).add_routes(app)
+    BinanceOrders(engine, spot, desk.accounts["binance"]).add_routes(app)
+    BinanceOrders(engine, usdm, desk.accounts["binance-usdm"]).add_routes(app)
+    engine.listeners.append(desk)
     app[ENGINE] = engine
     app[VENUES] = venues
+    app[DESK] = desk
 
     async def stats(request: web.Request) -> web.Response:
         return web.json_response(engine.stats())
 
+    async def accounts(request: web.Request) -> web.Response:
+        return web.json_response(desk.snapshot())
+
     app.router.add_get("/_sim/stats", stats)
+    app.router.add_get("/_sim/accounts", accounts)
     app.router.add_post("/_sim/fault", engine.faults.handle)
     return app
 
@@ -73,7 +87,20 @@ def parse_args(argv: list[str] | None = None) -> Options:
     ap.add_argument("--usdm-ping-ms", type=int, default=180000, help="Binance USD-M server ping period")
     ap.add_argument("--usdm-pong-timeout-ms", type=int, default=600000)
     ap.add_argument("--replay", default="", help="FILE[,FILE...]: serve recorded BBO / trades instead")
+    ap.add_argument("--api-key", default="lowlat-sim-key", help="order entry API key (all venues)")
+    ap.add_argument("--api-secret", default="lowlat-sim-secret", help="order entry API secret")
+    ap.add_argument("--api-passphrase", default="lowlat-sim-pass", help="KuCoin API passphrase")
+    ap.add_argument("--balances", default=DEFAULT_BALANCES,
+                    help="initial spot balances ASSET=AMOUNT,... (USD-M wallet: the USDT figure)")
+    ap.add_argument("--order-latency-ms", type=int, default=0,
+                    help="wall-clock delay before each order placement / cancel is matched and answered")
     a = ap.parse_args(argv)
+    try:
+        parse_balances(a.balances)
+    except ValueError as e:
+        ap.error(str(e))
+    if a.order_latency_ms < 0:
+        ap.error("--order-latency-ms must be >= 0")
     symbols = [s.strip().upper() for s in a.symbols.split(",") if s.strip()]
     if any("-" not in s for s in symbols):
         ap.error("--symbols takes BASE-QUOTE names, e.g. BTC-USDT,ETH-USDT")
@@ -83,7 +110,8 @@ def parse_args(argv: list[str] | None = None) -> Options:
         kucoin_ticker_ms=a.kucoin_ticker_ms, binance_ping_ms=a.binance_ping_ms,
         binance_pong_timeout_ms=a.binance_pong_timeout_ms, usdm_ping_ms=a.usdm_ping_ms,
         usdm_pong_timeout_ms=a.usdm_pong_timeout_ms,
-        replay=[f for f in a.replay.split(",") if f],
+        replay=[f for f in a.replay.split(",") if f], api_key=a.api_key, api_secret=a.api_secret,
+        api_passphrase=a.api_passphrase, balances=a.balances, order_latency_ms=a.order_latency_ms,
     )
 
 
