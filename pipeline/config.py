@@ -31,6 +31,7 @@ STAGE_KINDS: dict[str, str] = {
     "replay": "feeds.replay:ReplayFeed",
     "bars": "compute.bars:BarsStage",
     "stats": "compute.stats:StatsStage",
+    "executor": "execution.executor:Executor",
 }
 """Stage kinds by the name a config uses; a config may also name any class as ``module:Class``."""
 

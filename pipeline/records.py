@@ -130,6 +130,57 @@ SIGNAL = record_dtype(
 """A pairs-trade decision for the executor (152 bytes); ``ts_event_ms`` is the event time of the tick that caused
 it, ``src_seq`` the bar record's ``seq``."""
 
+# ``ORDER.event``: what happened to the order.
+EV_SENT = 1
+"""The request was written to the venue's socket (``t_sent_ns``)."""
+EV_ACK = 2
+"""The venue accepted the order (``t_ack_ns``)."""
+EV_FILL = 3
+"""An execution: ``last_px`` / ``last_qty`` / ``fee``."""
+EV_DONE = 4
+"""Terminal at the venue: filled, canceled or expired (``status``)."""
+EV_REJECT = 5
+"""The venue refused the order (``reason``)."""
+EV_LOCAL_REJECT = 6
+"""Refused before it left: instrument rules, risk or rate limit (``reason``); nothing was sent."""
+EV_UNKNOWN = 7
+"""The place's outcome is unknown (timeout, lost connection): the executor asks the venue."""
+EV_RECONCILED = 8
+"""After a restart: the order's state as the venue reports it."""
+
+# ``ORDER.status``: the order's state after the event.
+OS_PENDING_NEW, OS_NEW, OS_PARTIALLY_FILLED, OS_FILLED, OS_CANCELED, OS_REJECTED, OS_EXPIRED = range(7)
+
+# ``ORDER.purpose``: why the order exists.
+PURPOSE_ENTRY, PURPOSE_EXIT, PURPOSE_REPAIR, PURPOSE_FLATTEN, PURPOSE_MEASURE = range(5)
+
+ORDER = record_dtype(
+    ("order_no", "<u8"),  # the executor's order number (journal), unique for the pipeline run
+    ("signal_seq", "<u8"),  # ``seq`` of the SIGNAL this order executes (repairs: of the trade they repair)
+    ("t_decision_ns", "<i8"),  # monotonic ns at which that signal was published (the decision)
+    ("t_sent_ns", "<i8"),  # monotonic ns at which the request was written to the socket (0: not sent)
+    ("t_ack_ns", "<i8"),  # monotonic ns at which the venue's ack was read (0: not yet)
+    ("t_event_ns", "<i8"),  # monotonic ns at which this event was read
+    ("price", "<f8"),  # the order's limit price (0 for market orders)
+    ("qty", "<f8"),  # the order's quantity, base units
+    ("last_px", "<f8"),  # EV_FILL: this execution's price
+    ("last_qty", "<f8"),  # EV_FILL: this execution's quantity
+    ("cum_qty", "<f8"),  # quantity filled so far
+    ("fee", "<f8"),  # EV_FILL: this execution's fee in the quote asset
+    ("position", "<f8"),  # the pair's position in this leg after the event (base units, signed)
+    ("target", "<f8"),  # the pair's target position in this leg (base units, signed)
+    ("mid", "<f8"),  # the leg's mid at the decision
+    ("pair", "<u2"),  # the pair's index in the executor's pairs
+    ("reason", "<u2"),  # EV_REJECT / EV_LOCAL_REJECT: index into the executor's reason table
+    ("event", "<u1"),  # EV_*
+    ("status", "<u1"),  # OS_*
+    ("side", "<i1"),  # 1 buy, -1 sell
+    ("leg", "<u1"),  # 0: leg A, 1: leg B
+    ("purpose", "<u1"),  # PURPOSE_*
+)
+"""One order event of the executor (184 bytes): the header's ``t_origin_ns`` is the market-data frame behind the
+decision, so frame -> decision -> sent -> ack can be read off each record; ``src_seq`` is the signal's ``seq``."""
+
 # Flags of market-data records (``flags`` header field).
 FLAG_LOCAL_TIME = 1
 """``ts_event_ms`` is the receive time: the venue sent no event time (Binance spot bookTicker)."""
@@ -139,7 +190,7 @@ FLAG_RESYNC = 4
 """First record after a (re)connect or book resync: records before it may be missing."""
 
 RECORD_TYPES: dict[str, np.dtype] = {"bbo": BBO, "trade": TRADE, "book": BOOK, "count": COUNT, "ping": PING,
-                                     "bar": BAR, "signal": SIGNAL}
+                                     "bar": BAR, "signal": SIGNAL, "order": ORDER}
 """Record types by the name a config uses."""
 
 

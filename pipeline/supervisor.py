@@ -428,9 +428,17 @@ class Supervisor:
         services = [{"name": sv.name, "module": sv.module, "port": sv.port,
                      "pid": sv.proc.pid if sv.proc and sv.proc.poll() is None else None,
                      "restarts": sv.restarts, "reason": sv.reason} for sv in self.services.values()]
-        return {"pipeline": self.cfg.name, "run_dir": str(self.run_dir), "supervisor_pid": os.getpid(),
-                "stages": stages, "rings": rings, "services": services, "cleared_at_start": self.cleaned,
-                "tweaks": [{"name": t.name, "status": t.status, "detail": t.detail} for t in self.tweak_results]}
+        out = {"pipeline": self.cfg.name, "run_dir": str(self.run_dir), "supervisor_pid": os.getpid(),
+               "stages": stages, "rings": rings, "services": services, "cleared_at_start": self.cleaned,
+               "tweaks": [{"name": t.name, "status": t.status, "detail": t.detail} for t in self.tweak_results]}
+        for name in self.stages:  # sections a stage publishes itself (the executor's ``execution``)
+            try:
+                extra = json.loads((self.run_dir / f"{name}.status.json").read_bytes())
+            except (OSError, ValueError):
+                continue
+            for key, value in extra.items():
+                out.setdefault(key, value)
+        return out
 
     # -- control socket ------------------------------------------------------------------------------------------
 

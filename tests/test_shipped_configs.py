@@ -13,7 +13,7 @@ import pytest
 from conftest import SHARED, cli, free_port
 
 from pipeline.config import load
-from pipeline.records import SIGNAL
+from pipeline.records import ORDER
 
 CONFIGS = Path(__file__).resolve().parents[1] / "configs"
 
@@ -23,7 +23,7 @@ def test_shipped_config_passes_the_check(path: Path) -> None:
     assert load(path).stages
 
 
-def test_sim_config_runs_feed_bars_and_stats(make_pipeline) -> None:
+def test_sim_config_runs_feed_bars_stats_and_the_executor(make_pipeline) -> None:
     port = free_port()
     text = (CONFIGS / "sim.toml").read_text().replace("18765", str(port))
     text = text.replace('name = "sim"', 'name = "{name}"', 1)
@@ -39,12 +39,16 @@ def test_sim_config_runs_feed_bars_and_stats(make_pipeline) -> None:
         assert all(x["state"] == "running" for x in stages.values()), stages
         assert stages["bars"]["counters"]["warmup"] == 2 * 150, stages["bars"]["counters"]
         assert stages["bars"]["counters"]["bad"] == 0 and stages["stats"]["errors"] == 0
-        assert stages["signal_sink"]["errors"] == 0 and stages["bars"]["restarts"] == stages["stats"]["restarts"] == 0
+        assert stages["bars"]["restarts"] == stages["stats"]["restarts"] == stages["executor"]["restarts"] == 0
+        ex = s["execution"]  # the executor is connected to the simulator's private stream and reconciled
+        assert ex["mode"] == "live" and ex["risk_state"]["state"] == "ok", ex
+        assert set(ex["positions"]) == {"BTC-USDT", "ETH-USDT"} and ex["user_streams"] == {"kucoin": "up"}, ex
+        assert ex["orders"]["rejected"] == 0, ex["orders"]
     finally:
         p.down()
     assert (p.run_dir / "events.jsonl").exists()
-    sig = np.fromfile(p.run_dir / "signal_sink.bin", dtype=SIGNAL)
-    assert ((sig["action"] >= 1) & (sig["action"] <= 3)).all() and (sig["qty_a"] > 0).all()
+    orders = np.fromfile(p.run_dir / "order_sink.bin", dtype=ORDER)
+    assert (orders["event"] >= 1).all() and (orders["qty"] > 0).all()
     assert not p.segments()
 
 
