@@ -66,6 +66,9 @@ ENV_PREFIX = {"kucoin": "LOWLAT_KUCOIN", "binance": "LOWLAT_BINANCE", "binance-u
 """Credentials come from ``<prefix>_API_KEY``, ``<prefix>_API_SECRET`` (and ``<prefix>_API_PASSPHRASE`` for
 KuCoin) in the environment, never from files."""
 BATCH = 64
+RATE_LIMITED = frozenset({"rate_limit", "429", "418"})
+"""Reject codes of rate limits (ours or the venue's): the pair's repair waits ``RATE_HOLD_NS``."""
+RATE_HOLD_NS = 1_000_000_000
 STATUS_PERIOD_S = 0.25
 VENUE_POLL_S = 2.0
 
@@ -131,6 +134,10 @@ class PairState:
     """Client ids of its orders not yet terminal."""
     legs_sent: list[int] = field(default_factory=lambda: [0, 0])
     """Orders sent per leg for the current signal (client id suffix)."""
+    rate_limited: bool = False
+    """Its last orders were refused for rate limits (ours or the venue's)."""
+    hold_until_ns: int = 0
+    """No repair before this (monotonic ns): set when the venue or our limiter refused for rate limits."""
     pending: np.void | None = None
     """The latest signal that arrived while orders were working: traded once they are done."""
     pending_seq: int = -1
@@ -221,6 +228,8 @@ class Executor(Stage):
         self.streams: dict[str, str] = {}
         self.last_status = 0.0
         self.status_path = ctx.run_dir / f"{ctx.name}.status.json"
+        self._killing = False
+        self._risk_seen = ("ok", "")
         self._poller: threading.Thread | None = None
         self._stop = threading.Event()
 
@@ -280,6 +289,12 @@ class Executor(Stage):
                         ps.legs_sent[o.leg] += 1
             elif t == "skip":
                 self.last_signal = max(self.last_signal, e["sig"])
+            elif t == "risk":
+                self._risk_seen = (e["state"], e["reason"])
+                if e["state"] == "killed":
+                    self.risk.kill(e["reason"])
+                elif e["state"] == "halted":
+                    self.risk.halt(e["reason"])
             elif t == "defer":
                 self.last_signal = max(self.last_signal, e["sig"])
                 self.pairs[e["pair"]].pending_seq = e["sig"]
@@ -615,6 +630,7 @@ class Executor(Stage):
         self._log({"t": "fill", "cid": o.client_id, "tid": f.trade_id, "px": str(f.price), "qty": str(f.qty),
                    "fee": str(f.fee), "fee_asset": f.fee_asset, "maker": f.maker, "ts": f.ts_ms})
         self.risk.on_pnl(float(self.ledger.net_pnl), f.ts_ms // 86_400_000)
+        self._risk_logged()
         if o.terminal:
             self._settle(o)
         if self.risk.state == "killed":
@@ -633,7 +649,11 @@ class Executor(Stage):
         if not o.on_reject(ev.code, ev.reason):
             return
         self.risk.on_reject(ev.code)
+        if ev.code in RATE_LIMITED and o.pair in self.pairs:  # let the limit pass before repairing
+            ps = self.pairs[o.pair]
+            ps.hold_until_ns, ps.rate_limited = time.perf_counter_ns() + RATE_HOLD_NS, True
         self._log({"t": "reject", "cid": o.client_id, "code": ev.code, "reason": ev.reason})
+        self._risk_logged()
         self.ctx.error("reject", f"{o.client_id} {o.symbol}: {ev.code} {ev.reason}")
         self._publish(o, event, ev.t_ns)
         self._settle(o)
@@ -691,7 +711,12 @@ class Executor(Stage):
         """Both legs at target (within a step): done. Else re-send the missing quantity, then flatten."""
         assert self.journal is not None
         ps = self.pairs[pair]
-        if ps.live:
+        if ps.live or time.perf_counter_ns() < ps.hold_until_ns:
+            return
+        if self.risk.state == "killed" and any(x != 0 for x in ps.target):  # the kill switch: flatten
+            ps.target, ps.attempts = [ZERO, ZERO], 0
+            self._log({"t": "attempt", "pair": pair, "n": 0, "flatten": True})
+            self._trade(pair, PURPOSE_FLATTEN)
             return
         off = []
         for leg, i in enumerate(ps.instruments):
@@ -700,6 +725,12 @@ class Executor(Stage):
                 off.append(leg)
         if not off:
             return
+        if ps.rate_limited:  # refused for rate limits, nothing executed: retry without using an attempt
+            ps.rate_limited = False
+            if (time.perf_counter_ns() - ps.t_decision_ns) / 1e6 <= self.p.max_signal_age_ms:
+                self._log({"t": "attempt", "pair": pair, "n": ps.attempts})
+                self._trade(pair, PURPOSE_REPAIR)
+                return
         if ps.attempts < self.p.repair_attempts:
             ps.attempts += 1
             self._log({"t": "attempt", "pair": pair, "n": ps.attempts})
@@ -713,13 +744,16 @@ class Executor(Stage):
         else:
             self.ctx.error("hedge", f"pair {pair}: could not flatten ({[str(x) for x in ps.position]}); halted")
             self.risk.halt("unhedged")
+            self._risk_logged()
 
     def _kill(self) -> None:
-        """Kill switch: flatten every pair; the risk state blocks new entries."""
-        for pair, ps in self.pairs.items():
-            if any(x != 0 for x in ps.position) and not ps.live:
-                ps.target, ps.attempts = [ZERO, ZERO], self.p.repair_attempts
-                self._trade(pair, PURPOSE_FLATTEN)
+        """Kill switch: flatten every pair with nothing working now (the others when their orders are done);
+        the risk state blocks new entries."""
+        if not self._killing:
+            self._killing = True
+            self.ctx.error("risk", f"kill switch: {self.risk.reason}; flattening every pair")
+            for pair in list(self.pairs):
+                self._maybe_repair(pair)
 
     # -- timers, venue view, status ----------------------------------------------------------------------------------
 
@@ -731,6 +765,11 @@ class Executor(Stage):
             if missing or (not o.terminal and (o.unknown or (o.status == "pending_new" and o.t_sent_ns
                                                              and now - o.t_sent_ns > limit))):
                 self._lookup(o)
+        for pair, ps in self.pairs.items():
+            if ps.hold_until_ns and now >= ps.hold_until_ns and not ps.live:
+                ps.hold_until_ns = 0
+                self._maybe_repair(pair)
+                self._after_orders(ps)
         if self.journal is not None:
             self.journal.sync()
 
@@ -738,7 +777,9 @@ class Executor(Stage):
         view: dict[str, dict[str, Decimal]] = {}
         for name, c in self.clients.items():
             if name == "binance-usdm":
-                view[name] = dict(c.positions())
+                held = c.positions()
+                view[name] = {sym: held.get(sym, ZERO) for i, sym in enumerate(self.symbols)
+                              if self.venue_of[i] == name}
                 continue
             bal = c.balances()
             base0 = self.baseline.get(name, {})
@@ -775,7 +816,9 @@ class Executor(Stage):
               "positions": positions, "realized_pnl": snap["realized_pnl"], "fees": snap["fees"],
               "risk_state": self.risk.snapshot(),
               "pairs": {str(k): {"target": [str(x) for x in ps.target], "position": [str(x) for x in ps.position],
-                                 "working": len(ps.live)} for k, ps in self.pairs.items()},
+                                 "working": len(ps.live),
+                                 "waiting": bool(ps.hold_until_ns or ps.pending is not None)}
+                        for k, ps in self.pairs.items()},
               "user_streams": dict(self.streams), "last_signal": self.last_signal}
         tmp = self.status_path.with_suffix(".tmp")
         tmp.write_bytes(orjson.dumps({"execution": ex}))
@@ -784,6 +827,15 @@ class Executor(Stage):
         for k, name in enumerate(("sent", "acked", "filled", "rejected", "local_rejected", "unknown", "repairs")):
             c.set_counter(k, name, self.counts[name])
         c.set_counter(7, "halted", 0 if self.risk.state == "ok" else 1)
+
+    def _risk_logged(self) -> None:
+        """Journal a change of the risk state, so a restarted executor stays halted or killed."""
+        now = (self.risk.state, self.risk.reason)
+        if now != self._risk_seen:
+            self._risk_seen = now
+            self._log({"t": "risk", "state": now[0], "reason": now[1]}, sync=True)
+            if now[0] != "ok":
+                self.ctx.error("risk", f"{now[0]}: {now[1]}")
 
     def _log(self, entry: dict, sync: bool = False) -> None:
         """Journal one line and count it."""

@@ -66,6 +66,8 @@ class Order:
     t_ack_ns: int = 0
     reject_code: str = ""
     reason: str = ""
+    acked: bool = False
+    """The venue's ack was seen."""
     venue_filled: Decimal | None = None
     """The filled quantity the venue reported with the terminal state (None: not reported yet)."""
     unknown: bool = False
@@ -81,15 +83,15 @@ class Order:
         return STATUS_CODES[self.status]
 
     def on_ack(self, venue_id: str, t_ns: int) -> bool:
-        """The venue accepted it; False if it is already past that."""
+        """The venue accepted it (its fills may have come first); False for a repeated ack."""
         self.venue_id = self.venue_id or venue_id
         self.unknown = False
         if self.t_ack_ns == 0:
             self.t_ack_ns = t_ns
-        if self.status != "pending_new":
-            return False
-        self.status = "new"
-        return True
+        if self.status == "pending_new":
+            self.status = "new"
+        first, self.acked = not self.acked, True
+        return first
 
     def on_fill(self, trade_id: str, qty: Decimal, t_ns: int) -> bool:
         """An execution; False for a trade already counted."""
