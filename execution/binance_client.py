@@ -31,7 +31,8 @@ from typing import Any
 import orjson
 import websocket
 
-from execution.http import WS_SOCKOPT, ClientCore, HttpClient, HttpError, Response
+from execution.client_core import ClientCore
+from execution.http import WS_SOCKOPT, HttpClient, HttpError, Response
 from execution.ratelimit import Limiter, binance_spot_limiter, binance_usdm_limiter
 from execution.rules import rules_from_binance
 from execution.signing import Credentials, binance_query, binance_signed_query, wsapi_signed_params

@@ -1,5 +1,4 @@
-"""Persistent keep-alive HTTP for the venue clients, on urllib3's connection class, and the plumbing both live
-clients share (``ClientCore``: event queue with de-duplication, rate-limit gate, venue clock).
+"""Persistent keep-alive HTTP for the venue clients, on urllib3's connection class.
 
 ``Connection`` is one keep-alive connection (TCP_NODELAY) with one owner at a time; its ``send`` and ``receive``
 are separate so that an order can be written on the caller's thread and its response read on another, and the
@@ -11,22 +10,15 @@ the method, the path without its query, and what went wrong.
 from __future__ import annotations
 
 import http.client
-import logging
-import math
-import queue
 import socket
 import threading
 import time
 import urllib.parse
-from collections.abc import Callable, Mapping
+from collections.abc import Mapping
 from dataclasses import dataclass
-from decimal import Decimal
 
 from urllib3.connection import HTTPConnection, HTTPSConnection
 from urllib3.exceptions import HTTPError as Urllib3Error
-
-from execution.ratelimit import Limiter
-from execution.venue import Done, Event, Fill, Reject, StreamState, Unknown, VenueError
 
 WS_SOCKOPT = ((socket.IPPROTO_TCP, socket.TCP_NODELAY, 1),)
 """``websocket.create_connection(..., sockopt=WS_SOCKOPT)``: no Nagle delay on websocket writes."""
@@ -239,156 +231,3 @@ class HttpClient:
             idle, self._idle = self._idle, []
         for c in idle:
             c.close()
-
-
-# ---------------------------------------------------------------------------------------------- client plumbing
-
-SEEN_MAX = 200_000
-"""How many (client id, trade id) pairs and done client ids are remembered for de-duplication."""
-
-
-class _Bounded:
-    """A set that forgets its oldest members beyond ``cap``."""
-
-    def __init__(self, cap: int = SEEN_MAX) -> None:
-        self.cap = cap
-        self.d: dict[object, None] = {}
-
-    def add(self, key: object) -> bool:
-        """Add ``key``; False when it was already there."""
-        if key in self.d:
-            return False
-        self.d[key] = None
-        if len(self.d) > self.cap:
-            del self.d[next(iter(self.d))]
-        return True
-
-    def __contains__(self, key: object) -> bool:
-        return key in self.d
-
-
-class ClientCore:
-    """What the live venue clients share: ``events`` with fills de-duplicated on (client id, trade id) and one
-    ``Done`` per client id, the rate-limit gate in front of every order, and the venue's clock (an offset from
-    the venue's time endpoint, so signed timestamps are inside the venue's window even when the host clock is
-    off). Thread-safe: response readers and user-stream readers emit concurrently."""
-
-    venue: str = ""
-
-    def __init__(self, limiter: Limiter, max_wait_s: float) -> None:
-        self.events: queue.SimpleQueue[Event] = queue.SimpleQueue()
-        self.limiter = limiter
-        self.max_wait_s = max_wait_s
-        self.offset_ms = 0
-        """Venue clock minus host clock, ms."""
-        self.resync_due = False
-        self.log = logging.getLogger(f"execution.{self.venue or 'venue'}")
-        self._emit_lock = threading.Lock()
-        self._fills = _Bounded()
-        self._done = _Bounded()
-        self._filled: dict[str, Decimal] = {}
-        """Quantity of the fills emitted per client id."""
-
-    # ---- clock
-    def now_ms(self) -> int:
-        """The venue's wall clock in ms (host clock + offset)."""
-        return time.time_ns() // 1_000_000 + self.offset_ms
-
-    def wall(self) -> float:
-        """The venue's wall clock in seconds (the rate limiter's time base)."""
-        return time.time() + self.offset_ms / 1000.0
-
-    CLOCK_CODES = frozenset({"400002", "-1021"})
-    """Venue codes for "timestamp outside the window": the clock offset is re-measured at once."""
-
-    def clock_suspect(self, code: str) -> None:
-        """Note a venue error code; a timestamp error asks the maintenance thread for a clock re-sync."""
-        if code in self.CLOCK_CODES:
-            self.resync_due = True
-
-    def sync_clock(self, server_ms: Callable[[], int]) -> int:
-        """Set ``offset_ms`` from one call of the venue's time endpoint (mid-point of the round trip)."""
-        t0 = time.time_ns()
-        srv = server_ms()
-        t1 = time.time_ns()
-        self.offset_ms = int(srv - (t0 + t1) // 2 // 1_000_000)
-        return self.offset_ms
-
-    # ---- rate limits
-    def gate(self, client_id: str, costs: Mapping[str, int]) -> bool:
-        """Ask the limiter for an order: True when it may go (after sleeping a wait up to ``max_wait_s``);
-        otherwise a ``Reject(code="rate_limit")`` is emitted and False returned (nothing is sent into a ban)."""
-        for _ in range(3):
-            now = self.wall()
-            banned = self.limiter.banned_until(now)
-            if banned:
-                self.put(Reject(client_id, "rate_limit", f"{self.venue} told us to pause for "
-                                f"{banned - now:.3f} s more (429/418): order not sent", time.perf_counter_ns()))
-                return False
-            wait = self.limiter.acquire(costs, now)
-            if wait == 0:
-                return True
-            if wait > self.max_wait_s or math.isinf(wait):
-                self.put(Reject(client_id, "rate_limit", f"{self.venue} rate limit: the order would have to wait "
-                                f"{wait:.3f} s (> {self.max_wait_s:g} s): order not sent", time.perf_counter_ns()))
-                return False
-            time.sleep(wait)
-        self.put(Reject(client_id, "rate_limit", f"{self.venue} rate limit: still full after waiting: order not "
-                        "sent", time.perf_counter_ns()))
-        return False
-
-    def query_gate(self, costs: Mapping[str, int], max_wait_s: float = 10.0) -> None:
-        """Rate-limit a synchronous query: sleep up to ``max_wait_s``, else raise VenueError ``rate_limit``."""
-        deadline = time.monotonic() + max_wait_s
-        while True:
-            now = self.wall()
-            wait = self.limiter.acquire(costs, now)
-            if wait == 0:
-                return
-            if math.isinf(wait) or time.monotonic() + wait > deadline:
-                raise VenueError(self.venue, "rate_limit", f"rate limit: the query would have to wait {wait:.1f} s",
-                                 retry_after_s=wait)
-            time.sleep(wait)
-
-    # ---- events
-    def put(self, ev: Event) -> None:
-        """Emit one event."""
-        self.events.put(ev)
-
-    def fill(self, f: Fill) -> bool:
-        """Emit a fill unless (client id, trade id) was emitted before; True when emitted."""
-        with self._emit_lock:
-            if not self._fills.add((f.client_id, f.trade_id)):
-                return False
-            self._filled[f.client_id] = self._filled.get(f.client_id, Decimal(0)) + f.qty
-            if len(self._filled) > SEEN_MAX:
-                del self._filled[next(iter(self._filled))]
-        self.events.put(f)
-        return True
-
-    def has_fill(self, client_id: str, trade_id: str) -> bool:
-        with self._emit_lock:
-            return (client_id, trade_id) in self._fills
-
-    def filled(self, client_id: str) -> Decimal:
-        """Quantity of the fills emitted so far for ``client_id``."""
-        with self._emit_lock:
-            return self._filled.get(client_id, Decimal(0))
-
-    def done(self, d: Done) -> bool:
-        """Emit the order's terminal state once; True when emitted."""
-        with self._emit_lock:
-            if not self._done.add(d.client_id):
-                return False
-        self.events.put(d)
-        return True
-
-    def is_done(self, client_id: str) -> bool:
-        with self._emit_lock:
-            return client_id in self._done
-
-    def unknown(self, client_id: str, reason: str) -> None:
-        self.events.put(Unknown(client_id, reason, time.perf_counter_ns()))
-
-    def stream(self, up: bool, reason: str) -> None:
-        self.events.put(StreamState(up, reason, time.perf_counter_ns()))

@@ -33,7 +33,8 @@ from typing import Any
 import orjson
 import websocket
 
-from execution.http import WS_SOCKOPT, ClientCore, Connection, HttpClient, HttpError, Response
+from execution.client_core import ClientCore
+from execution.http import WS_SOCKOPT, Connection, HttpClient, HttpError, Response
 from execution.ratelimit import Limiter, kucoin_limiter
 from execution.rules import rules_from_kucoin
 from execution.signing import Credentials, kucoin_headers
