@@ -555,37 +555,6 @@ class BinanceClient(ClientCore):
                              f"{str(e).replace(key, '***')}") from None
         return ws
 
-    def _user_run(self, ws: websocket.WebSocket | None) -> None:
-        attempts = 0
-        while not self._closed.is_set():
-            if ws is None:
-                try:
-                    ws = self._connect_user()
-                except VenueError as e:
-                    attempts += 1
-                    delay = min(0.25 * 2 ** attempts, 30.0) * (0.5 + random.random() / 2)
-                    self.log.warning("%s: user stream reconnect failed (%s); retry in %.2f s", self.venue, e, delay)
-                    self._closed.wait(delay)
-                    continue
-                attempts = 0
-                self.stream(True, "user data stream reconnected")
-            self._user_ws = ws
-            if self._closed.is_set():
-                ws.abort()
-                return
-            reason = self._user_read(ws)
-            self._user_ws = None
-            try:
-                ws.abort()
-            except Exception:
-                pass
-            ws = None
-            if self._closed.is_set():
-                return
-            self.log.warning("%s: user stream lost: %s", self.venue, reason)
-            self.stream(False, reason)
-            self._closed.wait(0.1 + random.random() * 0.2)
-
     def _user_read(self, ws: websocket.WebSocket) -> str:
         ws.settimeout(0.5)
         last_rx = time.monotonic()

@@ -3,13 +3,16 @@ in front of every order, and the venue's clock."""
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import math
 import queue
+import random
 import threading
 import time
 from collections.abc import Callable, Mapping
 from decimal import Decimal
+from typing import Any
 
 from execution.ratelimit import Limiter
 from execution.venue import Done, Event, Fill, Reject, StreamState, Unknown, VenueError
@@ -163,3 +166,47 @@ class ClientCore:
 
     def stream(self, up: bool, reason: str) -> None:
         self.events.put(StreamState(up, reason, time.perf_counter_ns()))
+
+    # ---- the private user stream's life: connect, read until lost, report, reconnect with backoff
+    _closed: threading.Event
+    """Set by the subclass's ``close``."""
+    _user_ws: Any = None
+
+    def _connect_user(self) -> Any:
+        """Open and subscribe the venue's user stream (a websocket); VenueError on failure."""
+        raise NotImplementedError
+
+    def _user_read(self, ws: Any) -> str:
+        """Read user-stream events until the connection ends; return why."""
+        raise NotImplementedError
+
+    def _user_run(self, ws: Any) -> None:
+        """Thread body: read the user stream (``_user_read(ws)`` returns why it ended), reconnect
+        (``_connect_user()``) with jittered exponential backoff, and report each loss and return as StreamState."""
+        attempts = 0
+        while not self._closed.is_set():
+            if ws is None:
+                try:
+                    ws = self._connect_user()
+                except VenueError as e:
+                    attempts += 1
+                    delay = min(0.25 * 2 ** attempts, 30.0) * (0.5 + random.random() / 2)
+                    self.log.warning("%s: user stream reconnect failed (%s); retry in %.2f s", self.venue, e, delay)
+                    self._closed.wait(delay)
+                    continue
+                attempts = 0
+                self.stream(True, "user stream reconnected")
+            self._user_ws = ws
+            if self._closed.is_set():
+                ws.abort()
+                return
+            reason = self._user_read(ws)
+            self._user_ws = None
+            with contextlib.suppress(Exception):
+                ws.abort()
+            ws = None
+            if self._closed.is_set():
+                return
+            self.log.warning("%s: user stream lost: %s", self.venue, reason)
+            self.stream(False, reason)
+            self._closed.wait(0.1 + random.random() * 0.2)

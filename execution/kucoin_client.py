@@ -21,7 +21,6 @@ from __future__ import annotations
 
 import collections
 import queue
-import random
 import select
 import socket
 import threading
@@ -493,37 +492,6 @@ class KucoinClient(ClientCore):
         except VenueError:
             ws.abort()
             raise
-
-    def _user_run(self, ws: websocket.WebSocket | None) -> None:
-        attempts = 0
-        while not self._closed.is_set():
-            if ws is None:
-                try:
-                    ws = self._connect_user()
-                except VenueError as e:
-                    attempts += 1
-                    delay = min(0.25 * 2 ** attempts, 30.0) * (0.5 + random.random() / 2)
-                    self.log.warning("kucoin: private stream reconnect failed (%s); retry in %.2f s", e, delay)
-                    self._closed.wait(delay)
-                    continue
-                attempts = 0
-                self.stream(True, "private order stream re-subscribed")
-            self._user_ws = ws
-            if self._closed.is_set():
-                ws.abort()
-                return
-            reason = self._user_read(ws)
-            self._user_ws = None
-            try:
-                ws.abort()
-            except Exception:
-                pass
-            ws = None
-            if self._closed.is_set():
-                return
-            self.log.warning("kucoin: private stream lost: %s", reason)
-            self.stream(False, reason)
-            self._closed.wait(0.1 + random.random() * 0.2)
 
     def _user_read(self, ws: websocket.WebSocket) -> str:
         ws.settimeout(0.5)
