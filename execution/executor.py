@@ -241,6 +241,7 @@ class Executor(Stage):
         if self.journal.torn:
             self.ctx.error("journal", f"dropped a torn last line ({self.journal.torn} bytes)")
         self._replay_journal()
+        self._log({"t": "boot", "pid": os.getpid()}, sync=True)
         self._connect()
         self._reconcile()
         self._poller = threading.Thread(target=self._poll_venues, name="venue-poll", daemon=True)

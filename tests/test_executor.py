@@ -15,6 +15,7 @@ import signal
 import time
 import urllib.request
 from decimal import Decimal
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -360,9 +361,10 @@ def test_orders_below_the_venue_minimum_are_refused_locally(make_pipeline) -> No
 
 
 def test_sigkill_between_send_ack_and_fill_never_duplicates(make_pipeline) -> None:
-    """SIGKILL the executor 20 times at random moments while it trades (orders take 150 ms at the venue, so
-    kills land between send and ack and between ack and fill); after each restart the venue holds no duplicate
-    order and, once all is settled, the executor's positions and fills equal the venue's account."""
+    """SIGKILL the executor 20 times while it trades (orders take 150 ms at the venue): a third at random moments,
+    a third as soon as the journal shows an order sent and not acknowledged, a third as soon as it shows an order
+    acknowledged and not yet filled. After each kill the venue holds no duplicate order; once all is settled, the
+    executor's positions and fills equal the venue's account."""
     text, port = config(count=40, every=12, latency=150)
     p = make_pipeline(text)
     p.up()
@@ -373,7 +375,10 @@ def test_sigkill_between_send_ack_and_fill_never_duplicates(make_pipeline) -> No
         while kills < 20:
             s = p.wait_for(lambda s: p_stage(s, "executor")["state"] == "running"
                            and p_stage(s, "executor")["pid"], 60, "executor running")
-            time.sleep(rng.uniform(0.05, 0.8))
+            if kills % 3 == 0:
+                time.sleep(rng.uniform(0.05, 0.8))
+            else:
+                wait_in_flight(p.run_dir / "executor.journal", "sent" if kills % 3 == 1 else "acked")
             try:
                 os.kill(p_stage(s, "executor")["pid"], signal.SIGKILL)
             except ProcessLookupError:  # it was being restarted already
@@ -392,6 +397,44 @@ def test_sigkill_between_send_ack_and_fill_never_duplicates(make_pipeline) -> No
     finally:
         p.down()
     assert restarts >= 20
+    # where the kills landed: at each restart ("boot" line), orders journaled but not acked / acked, not done
+    state: dict[str, str] = {}
+    landed = {"before_ack": 0, "before_fill": 0}
+    for e in journal(p):
+        if e["t"] == "order":
+            state[e["cid"]] = "sent"
+        elif e["t"] == "ack" and state.get(e["cid"]) == "sent":
+            state[e["cid"]] = "acked"
+        elif e["t"] in ("fill", "done", "reject"):
+            state[e["cid"]] = "done"
+        elif e["t"] == "boot":
+            landed["before_ack"] += any(v == "sent" for v in state.values())
+            landed["before_fill"] += any(v == "acked" for v in state.values())
+    print("kills with orders in flight:", landed)
+    assert landed["before_ack"] >= 3, landed
+
+
+def wait_in_flight(path: Path, want: str, timeout: float = 5.0) -> None:
+    """Poll the journal's tail until an order is in state ``want`` (``sent``: journaled, no ack; ``acked``: no
+    fill or end yet), or the timeout passes."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        state: dict[str, str] = {}
+        for line in path.read_bytes().splitlines()[-40:]:
+            try:
+                e = json.loads(line)
+            except ValueError:
+                continue
+            cid = e.get("cid")
+            if e["t"] == "order":
+                state[cid] = "sent"
+            elif e["t"] == "ack" and state.get(cid) == "sent":
+                state[cid] = "acked"
+            elif e["t"] in ("fill", "done", "reject"):
+                state[cid] = "done"
+        if want in state.values():
+            return
+        time.sleep(0.0005)
 
 
 def on_target(pair: dict) -> bool:

@@ -22,13 +22,13 @@ from decimal import ROUND_UP, Decimal
 from itertools import count
 
 import pytest
+from simulator_client import Sim
 
 from execution.binance_client import BinanceClient
 from execution.kucoin_client import KucoinClient
 from execution.rules import Rules, quantize
 from execution.signing import SIMULATOR, Credentials
 from execution.venue import Ack, Done, Event, Fill, OrderRequest, Reject, StreamState, Unknown, VenueError
-from tests.simulator_client import Sim
 
 VENUES = ("kucoin", "binance", "binance-usdm")
 SYM = {"kucoin": {"BTC": "BTC-USDT", "ETH": "ETH-USDT"}, "binance": {"BTC": "BTCUSDT", "ETH": "ETHUSDT"},
