@@ -69,6 +69,10 @@ BATCH = 64
 RATE_LIMITED = frozenset({"rate_limit", "429", "418"})
 """Reject codes of rate limits (ours or the venue's): the pair's repair waits ``RATE_HOLD_NS``."""
 RATE_HOLD_NS = 1_000_000_000
+NOT_AT_VENUE_NS = 6_000_000_000
+"""An order the venue does not know is taken as never arrived only this long after its request may last have
+been sent (the venues refuse a request signed more than 5 s earlier: KuCoin's timestamp window, Binance's
+recvWindow); until then it is looked up again, since a request still queued or in flight can yet execute."""
 STATUS_PERIOD_S = 0.25
 VENUE_POLL_S = 2.0
 
@@ -387,9 +391,9 @@ class Executor(Stage):
             if o.terminal:
                 continue
             state = self.clients[o.venue].order(o.symbol, o.client_id, with_fills=True)
-            if state is None:  # never reached the venue: nothing executed
-                self._on_reject(o, v.Reject(o.client_id, "not_at_venue", "the venue has no such order",
-                                            time.perf_counter_ns()), EV_RECONCILED)
+            if state is None:  # not at the venue (yet): the timer decides once no request can arrive any more
+                o.unknown, o.unknown_since_ns = True, o.t_decision_ns
+                self._not_at_venue(o, EV_RECONCILED)
                 continue
             if state.venue_order_id and o.on_ack(state.venue_order_id, time.perf_counter_ns()):
                 self._log({"t": "ack", "cid": o.client_id, "vid": state.venue_order_id})
@@ -605,7 +609,7 @@ class Executor(Stage):
             else:
                 self._on_reject(o, ev, EV_REJECT)
         elif isinstance(ev, v.Unknown):
-            o.unknown = True
+            o.unknown, o.unknown_since_ns = True, ev.t_ns
             self._log({"t": "unknown", "cid": o.client_id, "reason": ev.reason})
             self.ctx.error("unknown", f"{o.client_id}: {ev.reason}; asking the venue")
             self._publish(o, EV_UNKNOWN, ev.t_ns)
@@ -626,6 +630,8 @@ class Executor(Stage):
         return True
 
     def _on_fill(self, o: Order, f: v.Fill) -> bool:
+        if not o.acked and f.trade_id not in o.trade_ids:  # a fill before the ack: the venue has accepted it
+            self._event(v.Ack(o.client_id, f.venue_order_id, f.t_ns))
         if not self._apply_fill(o, f):
             return False
         self._log({"t": "fill", "cid": o.client_id, "tid": f.trade_id, "px": str(f.price), "qty": str(f.qty),
@@ -664,13 +670,11 @@ class Executor(Stage):
         try:
             state = self.clients[o.venue].order(o.symbol, o.client_id, with_fills=True)
         except (v.VenueError, OSError) as e:
-            self.ctx.error("lookup", f"{o.client_id}: {e}; retrying")
-            o.unknown = True
+            self.ctx.error("lookup", f"{o.client_id}: {e}; the timer asks again")
             return
         if state is None:
             if o.status == "pending_new":
-                self._on_reject(o, v.Reject(o.client_id, "not_at_venue", "the venue has no such order",
-                                            time.perf_counter_ns()), EV_REJECT)
+                self._not_at_venue(o, EV_REJECT)
             return
         if state.venue_order_id and o.status == "pending_new":
             self._event(v.Ack(o.client_id, state.venue_order_id, time.perf_counter_ns()))
@@ -683,6 +687,15 @@ class Executor(Stage):
                             EV_REJECT)
         else:
             o.unknown = False
+
+    def _not_at_venue(self, o: Order, event: int) -> None:
+        """The venue does not know ``o``: rejected once its request can no longer arrive, else asked again."""
+        if not o.unknown:
+            return  # the client still owns the request (queued or in flight): its response will come
+        waited = time.perf_counter_ns() - o.unknown_since_ns
+        if waited < 0 or waited > NOT_AT_VENUE_NS:
+            self._on_reject(o, v.Reject(o.client_id, "not_at_venue", "the venue has no such order",
+                                        time.perf_counter_ns()), event)
 
     def _settle(self, o: Order) -> None:
         """An order became terminal: count it; when its pair has nothing working, repair the hedge."""

@@ -229,6 +229,7 @@ def test_round_trips_reconcile_to_the_simulators_account(make_pipeline, venue: s
         p.wait_for(lambda s: all(v["venue"] is not None for v in s["execution"]["positions"].values()), 30,
                    "venue view")
         ex = check_reconciled(p, port, venue)
+        out = json.loads(cli("status", "--run-dir", str(p.run_dir), "--json").stdout)
         assert ex["orders"]["sent"] == 8 and ex["orders"]["filled"] == 8, ex["orders"]
         assert ex["orders"]["rejected"] == 0 and ex["risk_state"]["state"] == "ok", ex
         # back to flat, up to the base-asset fee Binance spot takes from each buy (dust below one step)
@@ -238,6 +239,11 @@ def test_round_trips_reconcile_to_the_simulators_account(make_pipeline, venue: s
         recs = np.fromfile(p.run_dir / "order_sink.bin", dtype=ORDER)
     finally:
         p.down()
+    # `pipeline status --json` carries the execution object, and no secret
+    assert set(out["execution"]["orders"]) >= {"sent", "acked", "filled", "rejected", "canceled", "rejected_by_reason"}
+    assert set(out["execution"]["positions"][SYMBOLS[venue][0]]) == {"executor", "venue", "avg_price"}
+    assert {"realized_pnl", "fees", "risk_state"} <= set(out["execution"])
+    assert "lowlat-sim-secret" not in json.dumps(out)
     sent = recs[recs["event"] == EV_SENT]
     acks = recs[recs["event"] == EV_ACK]
     assert len(sent) == 8 and len(acks) == 8
@@ -252,23 +258,6 @@ def test_round_trips_reconcile_to_the_simulators_account(make_pipeline, venue: s
     assert (acks["t_sent_ns"] < acks["t_ack_ns"]).all()
     assert (recs[recs["event"] == EV_FILL]["last_qty"] > 0).all()
     assert not p.segments()
-
-
-def test_status_json_has_the_execution_object(make_pipeline) -> None:
-    text, _ = config(count=2)
-    p = make_pipeline(text)
-    p.up()
-    try:
-        settled(p, 2)
-        out = json.loads(cli("status", "--run-dir", str(p.run_dir), "--json").stdout)
-    finally:
-        p.down()
-    ex = out["execution"]
-    assert set(ex["orders"]) >= {"sent", "acked", "filled", "rejected", "canceled", "rejected_by_reason"}
-    assert set(ex["positions"]) == {"BTC-USDT", "ETH-USDT"}
-    assert set(ex["positions"]["BTC-USDT"]) == {"executor", "venue", "avg_price"}
-    assert {"realized_pnl", "fees", "risk_state"} <= set(ex)
-    assert "lowlat-sim-secret" not in json.dumps(out)
 
 
 def test_paper_mode_trades_without_the_network(make_pipeline) -> None:
@@ -339,7 +328,7 @@ def test_lost_acks_are_looked_up_never_sent_twice(make_pipeline, fault: str) -> 
         ex = check_reconciled(p, port)
     finally:
         p.down()
-    assert ex["orders"]["unknown"] >= 1 or ex["orders"]["acked"] < ex["orders"]["sent"], ex["orders"]
+    assert ex["orders"]["unknown"] >= 1 and ex["orders"]["acked"] == ex["orders"]["sent"] == 4, ex["orders"]
     assert all(on_target(v) for v in ex["pairs"].values()), ex["pairs"]
 
 
@@ -369,18 +358,22 @@ def test_sigkill_between_send_ack_and_fill_never_duplicates(make_pipeline) -> No
     p = make_pipeline(text)
     p.up()
     rng = random.Random(5)
-    kills = 0
+    kills, killed = 0, 0
     try:
         p.wait_for(lambda s: "execution" in s, 60, "executor running")
         while kills < 20:
             s = p.wait_for(lambda s: p_stage(s, "executor")["state"] == "running"
                            and p_stage(s, "executor")["pid"], 60, "executor running")
+            if p_stage(s, "executor")["pid"] == killed:  # the last one is dying, not yet replaced
+                time.sleep(0.01)
+                continue
             if kills % 3 == 0:
                 time.sleep(rng.uniform(0.05, 0.8))
             else:
                 wait_in_flight(p.run_dir / "executor.journal", "sent" if kills % 3 == 1 else "acked")
+            killed = p_stage(s, "executor")["pid"]
             try:
-                os.kill(p_stage(s, "executor")["pid"], signal.SIGKILL)
+                os.kill(killed, signal.SIGKILL)
             except ProcessLookupError:  # it was being restarted already
                 continue
             kills += 1
