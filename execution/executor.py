@@ -114,6 +114,9 @@ class ExecutorParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     """IOC price cap: decision mid +/- this (buy above, sell below)."""
     repair_attempts: int = 2
     """Re-sends of a leg's missing quantity after partial fills or rejects before the pair is flattened."""
+    rest_ms: int = 2000
+    """``post_only``: how long an order may rest unfilled before it is canceled (the hedge repair then re-posts
+    the missing quantity at the new best price, up to ``repair_attempts``, then flattens)."""
     order_timeout_ms: int = 3000
     """An order with neither ack nor reject after this long is looked up at the venue."""
     max_signal_age_ms: int = 2000
@@ -774,7 +777,12 @@ class Executor(Stage):
     def _timers(self) -> None:
         now = time.perf_counter_ns()
         limit = self.p.order_timeout_ms * 1_000_000
+        rest = self.p.rest_ms * 1_000_000
         for o in list(self.orders.values()):
+            if (o.kind == "post_only" and o.status in ("new", "partially_filled") and not o.cancel_sent
+                    and now - o.t_ack_ns > rest):
+                o.cancel_sent = True  # a resting maker order past its time: cancel, the repair re-prices it
+                self.clients[o.venue].cancel(o.symbol, o.client_id)
             missing = o.terminal and o.venue_filled is not None and o.filled < o.venue_filled
             if missing or (not o.terminal and (o.unknown or (o.status == "pending_new" and o.t_sent_ns
                                                              and now - o.t_sent_ns > limit))):

@@ -72,6 +72,8 @@ class Order:
     """The filled quantity the venue reported with the terminal state (None: not reported yet)."""
     unknown: bool = False
     """Its outcome is unknown (timeout / lost response) until the venue is asked."""
+    cancel_sent: bool = False
+    """A cancel was requested (post-only orders past ``rest_ms``)."""
     unknown_since_ns: int = 0
     """Monotonic ns from which its request can no longer be in the client's hands (the Unknown event; after a
     restart, the decision)."""

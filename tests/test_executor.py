@@ -332,6 +332,25 @@ def test_lost_acks_are_looked_up_never_sent_twice(make_pipeline, fault: str) -> 
     assert all(on_target(v) for v in ex["pairs"].values()), ex["pairs"]
 
 
+def test_post_only_orders_rest_then_are_canceled_and_reposted(make_pipeline) -> None:
+    """Maker-only orders at the touch: those that do not fill within ``rest_ms`` are canceled and the missing
+    quantity re-posted (then flattened after the repairs); whatever happens, nothing is left working at the
+    venue, nothing executed twice, and the account reconciles."""
+    text, port = config(count=2, every=40, extra='order_type = "post_only"\nrest_ms = 300\nrepair_attempts = 1')
+    p = make_pipeline(text)
+    p.up()
+    try:
+        ex = settled(p, 2)["execution"]
+        ex = check_reconciled(p, port)
+        acct = sim(port, "/_sim/accounts")["kucoin"]
+    finally:
+        p.down()
+    assert not acct["open_orders"], acct["open_orders"]
+    assert ex["orders"]["sent"] >= 4 and ex["orders"]["sent"] == ex["orders"]["acked"] + ex["orders"]["rejected"]
+    assert ex["orders"]["filled"] + ex["orders"]["canceled"] + ex["orders"]["expired"] == ex["orders"]["acked"], ex
+    assert all(on_target(v) for v in ex["pairs"].values()), ex["pairs"]
+
+
 def test_orders_below_the_venue_minimum_are_refused_locally(make_pipeline) -> None:
     """A signal whose legs are worth less than the venue's minimum funds is refused before anything leaves,
     with the reason in status and an ORDER-free ring; the venue sees nothing."""
