@@ -25,13 +25,13 @@ import random
 import threading
 import time
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import orjson
 import websocket
 
-from execution.client_core import ClientCore
+from execution.client_core import CLOCK_RESYNC_S, ZERO, ClientCore, dec, one_line
 from execution.http import WS_SOCKOPT, HttpClient, HttpError, Response
 from execution.ratelimit import Limiter, binance_spot_limiter, binance_usdm_limiter
 from execution.rules import rules_from_binance
@@ -53,28 +53,11 @@ UNKNOWN_CODES = frozenset({-1006, -1007})
 HOLD_DONE_S = 2.0
 """How long a ``Done`` from an order response waits for fills still expected on the user stream."""
 LISTEN_KEY_KEEPALIVE_S = 30 * 60.0
-CLOCK_RESYNC_S = 600.0
 PING_IDLE_S = 20.0
 """Send a ping frame when nothing arrived for this long; give up after ``DEAD_S``."""
 DEAD_S = 60.0
 LATE_KEEP_S = 60.0
 """How long a timed-out request is remembered so that its late response is still reported."""
-ZERO = Decimal(0)
-
-
-def _dec(value: Any) -> Decimal:
-    if value is None or value == "":
-        return ZERO
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        return ZERO
-
-
-def _line(text: object) -> str:
-    return " ".join(str(text).split())[:300]
-
-
 def _is_duplicate(code: int | str, msg: str) -> bool:
     return str(code) == "-4116" or (str(code) == "-2010" and "duplicate" in msg.lower())
 
@@ -224,8 +207,8 @@ class BinanceClient(ClientCore):
             retry_s = None
         if isinstance(obj, dict) and "code" in obj:
             self.clock_suspect(str(obj["code"]))
-            raise VenueError(self.venue, str(obj["code"]), _line(obj.get("msg", "")), r.status, retry_s)
-        raise VenueError(self.venue, str(r.status), _line(r.body[:200].decode(errors="replace")), r.status, retry_s)
+            raise VenueError(self.venue, str(obj["code"]), one_line(obj.get("msg", "")), r.status, retry_s)
+        raise VenueError(self.venue, str(r.status), one_line(r.body[:200].decode(errors="replace")), r.status, retry_s)
 
     # ================================================================================================ WS-API
 
@@ -258,7 +241,7 @@ class BinanceClient(ClientCore):
                         return
                     err = msg.get("error") or {}
                     raise VenueError(self.venue, str(err.get("code", msg.get("status"))),
-                                     f"userDataStream.subscribe.signature: {_line(err.get('msg', ''))}",
+                                     f"userDataStream.subscribe.signature: {one_line(err.get('msg', ''))}",
                                      int(msg.get("status") or 0))
             raise VenueError(self.venue, "timeout", "no answer to userDataStream.subscribe.signature")
         except (websocket.WebSocketException, OSError, orjson.JSONDecodeError) as e:
@@ -462,7 +445,7 @@ class BinanceClient(ClientCore):
                 self.stream(True, "user data stream re-subscribed")
             else:
                 self.log.warning("%s: user data subscription refused: %s %s", self.venue, err.get("code"),
-                                 _line(err.get("msg", "")))
+                                 one_line(err.get("msg", "")))
             return
         cid = req.client_id
         result = msg.get("result") if isinstance(msg.get("result"), dict) else {}
@@ -470,10 +453,10 @@ class BinanceClient(ClientCore):
             if status == 200:
                 st = STATUS.get(str(result.get("status")))
                 if st in TERMINAL:
-                    self._finish(Done(cid, st, _dec(result.get("executedQty")), t))
+                    self._finish(Done(cid, st, dec(result.get("executedQty")), t))
             else:
                 self.log.warning("%s: cancel of %s refused: %s %s", self.venue, cid, err.get("code"),
-                                 _line(err.get("msg", "")))
+                                 one_line(err.get("msg", "")))
             return
         # place
         if status == 200:
@@ -481,13 +464,13 @@ class BinanceClient(ClientCore):
             self.put(Ack(cid, oid, t))
             ts = int(result.get("transactTime") or result.get("updateTime") or 0)
             for f in result.get("fills") or []:
-                self.fill(Fill(cid, oid, str(f.get("tradeId")), _dec(f.get("price")), _dec(f.get("qty")),
-                               _dec(f.get("commission")), str(f.get("commissionAsset", "")), False, ts, t))
+                self.fill(Fill(cid, oid, str(f.get("tradeId")), dec(f.get("price")), dec(f.get("qty")),
+                               dec(f.get("commission")), str(f.get("commissionAsset", "")), False, ts, t))
             st = STATUS.get(str(result.get("status")))
             if st in TERMINAL:
-                self._finish(Done(cid, st, _dec(result.get("executedQty")), t))
+                self._finish(Done(cid, st, dec(result.get("executedQty")), t))
             return
-        code, text = err.get("code", status), _line(err.get("msg", ""))
+        code, text = err.get("code", status), one_line(err.get("msg", ""))
         if status >= 500 or code in UNKNOWN_CODES:
             self.unknown(cid, f"status {status} {code} {text}: outcome unknown")
         elif status in (429, 418):
@@ -518,7 +501,7 @@ class BinanceClient(ClientCore):
         if st in TERMINAL:
             with self._lock:
                 self._held.pop(cid, None)
-            self.done(Done(cid, st, _dec(cum), t))
+            self.done(Done(cid, st, dec(cum), t))
 
     # ================================================================================================ user data
 
@@ -526,16 +509,16 @@ class BinanceClient(ClientCore):
         x = e.get("x")
         cid = str(e.get("C") if x == "CANCELED" and e.get("C") else e.get("c", ""))
         if x == "TRADE":
-            self.fill(Fill(cid, str(e.get("i", "")), str(e.get("t")), _dec(e.get("L")), _dec(e.get("l")),
-                           _dec(e.get("n")), str(e.get("N") or ""), bool(e.get("m")), int(e.get("T") or 0), t))
+            self.fill(Fill(cid, str(e.get("i", "")), str(e.get("t")), dec(e.get("L")), dec(e.get("l")),
+                           dec(e.get("n")), str(e.get("N") or ""), bool(e.get("m")), int(e.get("T") or 0), t))
             self._after_fill(cid)
         self._terminal(cid, str(e.get("X")), e.get("z"), t)
 
     def _on_order_update(self, o: dict[str, Any], t: int) -> None:
         cid = str(o.get("c", ""))
         if o.get("x") == "TRADE":
-            self.fill(Fill(cid, str(o.get("i", "")), str(o.get("t")), _dec(o.get("L")), _dec(o.get("l")),
-                           _dec(o.get("n")), str(o.get("N") or ""), bool(o.get("m")), int(o.get("T") or 0), t))
+            self.fill(Fill(cid, str(o.get("i", "")), str(o.get("t")), dec(o.get("L")), dec(o.get("l")),
+                           dec(o.get("n")), str(o.get("N") or ""), bool(o.get("m")), int(o.get("T") or 0), t))
             self._after_fill(cid)
         self._terminal(cid, str(o.get("X")), o.get("z"), t)
 
@@ -641,10 +624,10 @@ class BinanceClient(ClientCore):
         return out
 
     def _state(self, o: dict[str, Any], fills: list[Fill] | None = None) -> OrderState:
-        price = _dec(o.get("price"))
+        price = dec(o.get("price"))
         return OrderState(str(o.get("clientOrderId", "")), str(o.get("orderId", "")), str(o.get("symbol", "")),
-                          1 if o.get("side") == "BUY" else -1, _dec(o.get("origQty")), price if price else None,
-                          _dec(o.get("executedQty")), STATUS.get(str(o.get("status")), "new"), fills or [])
+                          1 if o.get("side") == "BUY" else -1, dec(o.get("origQty")), price if price else None,
+                          dec(o.get("executedQty")), STATUS.get(str(o.get("status")), "new"), fills or [])
 
     def order(self, symbol: str, client_id: str, with_fills: bool = True) -> OrderState | None:
         """``GET order`` by ``origClientOrderId`` (+ ``myTrades`` / ``userTrades`` by orderId); None on -2013."""
@@ -662,7 +645,7 @@ class BinanceClient(ClientCore):
                                 weight=5 if self.futures else 20)
             t = time.perf_counter_ns()
             st.fills = [Fill(client_id, str(x.get("orderId", st.venue_order_id)), str(x.get("id")),
-                             _dec(x.get("price")), _dec(x.get("qty")), _dec(x.get("commission")),
+                             dec(x.get("price")), dec(x.get("qty")), dec(x.get("commission")),
                              str(x.get("commissionAsset", "")), bool(x.get("maker", x.get("isMaker", False))),
                              int(x.get("time") or 0), t) for x in trades]
         return st
@@ -680,9 +663,9 @@ class BinanceClient(ClientCore):
         (``/fapi/v2/balance``)."""
         if self.futures:
             rows = self._call("GET", "/balance", weight=5, prefix="/fapi/v2")
-            return {r["asset"]: _dec(r.get("balance")) for r in rows}
+            return {r["asset"]: dec(r.get("balance")) for r in rows}
         acct = self._call("GET", "/account", weight=20)
-        return {b["asset"]: _dec(b.get("free")) + _dec(b.get("locked")) for b in acct.get("balances", [])}
+        return {b["asset"]: dec(b.get("free")) + dec(b.get("locked")) for b in acct.get("balances", [])}
 
     def positions(self) -> dict[str, Decimal]:
         """USD-M: signed position per symbol (``/fapi/v2/positionRisk``, non-zero only); spot: empty."""
@@ -691,7 +674,7 @@ class BinanceClient(ClientCore):
         rows = self._call("GET", "/positionRisk", weight=5, prefix="/fapi/v2")
         out: dict[str, Decimal] = {}
         for r in rows:
-            amt = _dec(r.get("positionAmt"))
+            amt = dec(r.get("positionAmt"))
             if amt:
                 out[r["symbol"]] = out.get(r["symbol"], ZERO) + amt
         return out

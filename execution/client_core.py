@@ -11,11 +11,31 @@ import random
 import threading
 import time
 from collections.abc import Callable, Mapping
-from decimal import Decimal
+from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from execution.ratelimit import Limiter
 from execution.venue import Done, Event, Fill, Reject, StreamState, Unknown, VenueError
+
+ZERO = Decimal(0)
+CLOCK_RESYNC_S = 600.0
+"""How often the clients re-measure the venue's clock offset (and at once after a timestamp error)."""
+
+
+def dec(value: Any) -> Decimal:
+    """A venue's decimal field (string or number) as a Decimal; absent, empty or malformed -> 0."""
+    if value is None or value == "":
+        return ZERO
+    try:
+        return Decimal(str(value))
+    except InvalidOperation:
+        return ZERO
+
+
+def one_line(text: object) -> str:
+    """A venue's message on one line, at most 300 characters (for rejects, errors and logs)."""
+    return " ".join(str(text).split())[:300]
+
 
 SEEN_MAX = 200_000
 """How many (client id, trade id) pairs and done client ids are remembered for de-duplication."""

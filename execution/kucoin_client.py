@@ -26,13 +26,13 @@ import socket
 import threading
 import time
 from dataclasses import dataclass
-from decimal import Decimal, InvalidOperation
+from decimal import Decimal
 from typing import Any
 
 import orjson
 import websocket
 
-from execution.client_core import ClientCore
+from execution.client_core import CLOCK_RESYNC_S, ZERO, ClientCore, dec, one_line
 from execution.http import WS_SOCKOPT, Connection, HttpClient, HttpError, Response
 from execution.ratelimit import Limiter, kucoin_limiter
 from execution.rules import rules_from_kucoin
@@ -49,21 +49,8 @@ KEEPALIVE_S = 20.0
 """An idle lane sends ``GET /api/v1/timestamp`` after this long so the server keeps the connection."""
 FILL_DELAYS_S = (0.0, 0.05, 0.2, 0.5, 1.0)
 """Waits between fills queries when a done order's fills are not all listed yet."""
-CLOCK_RESYNC_S = 600.0
 DUPLICATE_WORDS = ("duplicat", "already exist")
 NOT_FOUND_WORDS = ("not exist", "not found")
-ZERO = Decimal(0)
-
-
-def _dec(value: Any) -> Decimal:
-    if value is None or value == "":
-        return ZERO
-    try:
-        return Decimal(str(value))
-    except InvalidOperation:
-        return ZERO
-
-
 def _qs(query: dict[str, Any] | None) -> str:
     """The query string exactly as signed and sent (KuCoin signs it un-encoded; our values are URL-safe)."""
     if not query:
@@ -78,12 +65,8 @@ def _envelope(r: Response) -> tuple[str, str, Any]:
     except orjson.JSONDecodeError:
         obj = None
     if isinstance(obj, dict) and "code" in obj:
-        return str(obj.get("code")), _line(obj.get("msg", "")), obj.get("data")
-    return str(r.status), _line(r.body[:200].decode(errors="replace")), None
-
-
-def _line(text: object) -> str:
-    return " ".join(str(text).split())[:300]
+        return str(obj.get("code")), one_line(obj.get("msg", "")), obj.get("data")
+    return str(r.status), one_line(r.body[:200].decode(errors="replace")), None
 
 
 def _retry_after(r: Response) -> float | None:
@@ -473,7 +456,7 @@ class KucoinClient(ClientCore):
         try:
             welcome = orjson.loads(ws.recv())
             if not isinstance(welcome, dict) or welcome.get("type") != "welcome":
-                raise VenueError(self.venue, "ws", f"private stream: expected a welcome, got {_line(welcome)}")
+                raise VenueError(self.venue, "ws", f"private stream: expected a welcome, got {one_line(welcome)}")
             sub_id = str(time.time_ns())
             ws.send(orjson.dumps({"id": sub_id, "type": "subscribe", "topic": ORDER_TOPIC, "privateChannel": True,
                                   "response": True}).decode())
@@ -484,7 +467,7 @@ class KucoinClient(ClientCore):
                     if msg.get("type") == "ack":
                         return ws
                     raise VenueError(self.venue, str(msg.get("code", "ws")),
-                                     f"subscribe {ORDER_TOPIC} refused: {_line(msg.get('data', msg))}")
+                                     f"subscribe {ORDER_TOPIC} refused: {one_line(msg.get('data', msg))}")
             raise VenueError(self.venue, "ws", f"no ack for the {ORDER_TOPIC} subscription")
         except (websocket.WebSocketException, OSError, orjson.JSONDecodeError) as e:
             ws.abort()
@@ -529,7 +512,7 @@ class KucoinClient(ClientCore):
             elif typ == "message" and msg.get("topic") == ORDER_TOPIC and isinstance(msg.get("data"), dict):
                 self._on_order_change(msg["data"], t)
             elif typ == "error":
-                self.log.warning("kucoin: private stream error: %s", _line(msg))
+                self.log.warning("kucoin: private stream error: %s", one_line(msg))
         return "closed"
 
     def _on_order_change(self, d: dict[str, Any], t: int) -> None:
@@ -542,8 +525,8 @@ class KucoinClient(ClientCore):
             if not self.has_fill(cid, tid):
                 self._fills_q.put(("match", cid, sym, oid, tid))
         if d.get("status") == "done":
-            filled = _dec(d.get("filledSize"))
-            size = _dec(d.get("originSize") or d.get("size"))
+            filled = dec(d.get("filledSize"))
+            size = dec(d.get("originSize") or d.get("size"))
             status: Status
             if size and filled >= size:
                 status = "filled"
@@ -612,8 +595,8 @@ class KucoinClient(ClientCore):
             items = (data or {}).get("items") or []
             t = time.perf_counter_ns()
             for it in items:
-                out.append(Fill(cid, str(it.get("orderId", oid)), str(it.get("tradeId")), _dec(it.get("price")),
-                                _dec(it.get("size")), _dec(it.get("fee")), str(it.get("feeCurrency", "")),
+                out.append(Fill(cid, str(it.get("orderId", oid)), str(it.get("tradeId")), dec(it.get("price")),
+                                dec(it.get("size")), dec(it.get("fee")), str(it.get("feeCurrency", "")),
                                 it.get("liquidity") == "maker", int(it.get("createdAt") or 0), t))
             last_id = (data or {}).get("lastId")
             if len(items) < 100 or not last_id:
@@ -637,7 +620,7 @@ class KucoinClient(ClientCore):
         return out
 
     def _state(self, o: dict[str, Any], fills: list[Fill] | None = None) -> OrderState:
-        size, deal = _dec(o.get("size")), _dec(o.get("dealSize"))
+        size, deal = dec(o.get("size")), dec(o.get("dealSize"))
         status: Status
         if o.get("active"):
             status = "partially_filled" if deal > 0 else "new"
@@ -647,7 +630,7 @@ class KucoinClient(ClientCore):
             status = "expired"
         else:
             status = "canceled"
-        price = _dec(o.get("price"))
+        price = dec(o.get("price"))
         return OrderState(str(o.get("clientOid", "")), str(o.get("id", "")), str(o.get("symbol", "")),
                           1 if o.get("side") == "buy" else -1, size, price if price else None, deal, status,
                           fills or [])
@@ -680,7 +663,7 @@ class KucoinClient(ClientCore):
         data = self._call("GET", "/api/v1/accounts", {"type": "trade"}, cost=5) or []
         out: dict[str, Decimal] = {}
         for a in data:
-            out[a["currency"]] = out.get(a["currency"], ZERO) + _dec(a.get("balance"))
+            out[a["currency"]] = out.get(a["currency"], ZERO) + dec(a.get("balance"))
         return out
 
     def positions(self) -> dict[str, Decimal]:
