@@ -36,7 +36,7 @@ from execution.http import WS_SOCKOPT, HttpClient, HttpError, Response
 from execution.ratelimit import Limiter, binance_spot_limiter, binance_usdm_limiter
 from execution.rules import rules_from_binance
 from execution.signing import Credentials, binance_query, binance_signed_query, wsapi_signed_params
-from execution.venue import Ack, Done, Fill, OrderRequest, OrderState, Reject, Status, VenueError
+from execution.venue import TERMINAL, Ack, Done, Fill, OrderRequest, OrderState, Reject, Status, VenueError
 
 BINANCE_REST = "https://api.binance.com"
 BINANCE_WS_API = "wss://ws-api.binance.com:443/ws-api/v3"
@@ -47,7 +47,6 @@ USDM_USER_WS = "wss://fstream.binance.com/private/ws"
 STATUS: dict[str, Status] = {"NEW": "new", "PARTIALLY_FILLED": "partially_filled", "FILLED": "filled",
                              "CANCELED": "canceled", "EXPIRED": "expired", "EXPIRED_IN_MATCH": "expired",
                              "REJECTED": "rejected", "PENDING_CANCEL": "new"}
-TERMINAL = frozenset({"filled", "canceled", "expired", "rejected"})
 UNKNOWN_CODES = frozenset({-1006, -1007})
 """Binance "unexpected response" / "timeout waiting for the backend: execution status unknown"."""
 HOLD_DONE_S = 2.0

@@ -14,6 +14,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from decimal import Decimal
 
+from execution.venue import TERMINAL
 from pipeline.records import (
     OS_CANCELED,
     OS_EXPIRED,
@@ -27,7 +28,6 @@ from pipeline.records import (
 STATUS_CODES = {"pending_new": OS_PENDING_NEW, "new": OS_NEW, "partially_filled": OS_PARTIALLY_FILLED,
                 "filled": OS_FILLED, "canceled": OS_CANCELED, "rejected": OS_REJECTED, "expired": OS_EXPIRED}
 """Status names -> ``ORDER.status`` codes."""
-TERMINAL = frozenset({"filled", "canceled", "rejected", "expired"})
 ZERO = Decimal(0)
 
 

@@ -20,6 +20,8 @@ OrderKind = Literal["ioc", "market", "post_only"]
 
 Status = Literal["new", "partially_filled", "filled", "canceled", "expired", "rejected"]
 """An order's state at the venue (the executor adds ``pending_new`` before the ack)."""
+TERMINAL: frozenset[str] = frozenset({"filled", "canceled", "expired", "rejected"})
+"""The states an order never leaves."""
 
 
 class VenueError(RuntimeError):
