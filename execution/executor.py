@@ -2,7 +2,7 @@
 
 Inputs: the stats stage's ``signal`` ring first, then any number of ``book`` rings (the feeds' local books: the
 stale-data guard, the paper venue's fills and repair prices read them). Output: one ``order`` ring, an ORDER record
-per order event (sent, ack, fill, done, reject, local reject, unknown, reconciled) for ``bench latency`` and
+per order event (sent, ack, fill, done, reject, unknown, reconciled) for ``bench latency`` and
 monitoring. Side files in the run directory: ``<stage>.journal`` (``execution.journal``) and
 ``<stage>.status.json`` (the ``execution`` object of ``pipeline status --json``).
 
@@ -26,7 +26,6 @@ import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from pathlib import Path
 from typing import Literal
 from urllib.parse import urlsplit
 
@@ -232,6 +231,10 @@ class Executor(Stage):
         self.counts = {"sent": 0, "acked": 0, "filled": 0, "rejected": 0, "canceled": 0, "expired": 0,
                        "local_rejected": 0, "unknown": 0, "repairs": 0, "flattens": 0, "stale_events": 0}
         self.by_reason: dict[str, int] = {}
+        self.reasons: list[str] = [""]
+        """Reject and block reasons in the order the journal first names them: ``ORDER.reason`` indexes this
+        (0: none); rebuilt from the journal on restart, so an index means the same in the whole run; in the
+        status JSON as ``reason_codes``."""
         self.streams: dict[str, str] = {}
         self.last_status = 0.0
         self.status_path = ctx.run_dir / f"{ctx.name}.status.json"
@@ -273,6 +276,7 @@ class Executor(Stage):
                     self.last_signal, self.next_no = -1, 1
                     self.counts = dict.fromkeys(self.counts, 0)
                     self.by_reason.clear()
+                    del self.reasons[1:]
                     return
                 self.baseline = e["baseline"]
             elif t == "intent":
@@ -834,7 +838,9 @@ class Executor(Stage):
                          "rejected": self.counts["rejected"], "canceled": self.counts["canceled"],
                          "expired": self.counts["expired"], "unknown": self.counts["unknown"],
                          "local_rejected": self.counts["local_rejected"], "repairs": self.counts["repairs"],
-                         "flattens": self.counts["flattens"], "rejected_by_reason": dict(self.by_reason)},
+                         "flattens": self.counts["flattens"], "rejected_by_reason": dict(self.by_reason),
+                         "events_for_unknown_orders": self.counts["stale_events"]},
+              "reason_codes": list(self.reasons),
               "positions": positions, "realized_pnl": snap["realized_pnl"], "fees": snap["fees"],
               "risk_state": self.risk.snapshot(),
               "pairs": {str(k): {"target": [str(x) for x in ps.target], "position": [str(x) for x in ps.position],
@@ -881,6 +887,8 @@ class Executor(Stage):
         elif t in ("reject", "skip", "local_reject", "dust"):
             reason = e["code"] if t == "reject" else e["reason"] if t != "dust" else f"dust_{e['reason']}"
             self.by_reason[reason] = self.by_reason.get(reason, 0) + 1
+            if reason not in self.reasons:
+                self.reasons.append(reason)
             if t == "reject":
                 c["rejected"] += 1
             elif t != "dust":
@@ -901,7 +909,7 @@ class Executor(Stage):
         r["position"] = float(ps.position[o.leg]) if ps else 0.0
         r["target"] = float(ps.target[o.leg]) if ps else 0.0
         r["mid"], r["pair"], r["event"], r["status"] = o.mid, o.pair, event, o.code
-        r["reason"] = _reason_code(o.reject_code)
+        r["reason"] = self.reasons.index(o.reject_code) if o.reject_code in self.reasons else 0
         r["side"], r["leg"], r["purpose"] = o.side, o.leg, o.purpose
         r["t_pub_ns"] = time.perf_counter_ns()
         self.out.push(self.rec, self.ctx.wait)
@@ -914,18 +922,6 @@ class Executor(Stage):
             self.journal.close()
         for c in self.clients.values():
             c.close()
-
-
-REASONS: list[str] = [""]
-"""Reject reasons seen, in order: ``ORDER.reason`` indexes this (0: none); the status JSON names them."""
-
-
-def _reason_code(reason: str) -> int:
-    if not reason:
-        return 0
-    if reason not in REASONS:
-        REASONS.append(reason)
-    return REASONS.index(reason)
 
 
 def _split(symbol: str) -> tuple[str, str]:
@@ -942,7 +938,3 @@ def _split(symbol: str) -> tuple[str, str]:
 def _split_rules(r: Rules | None, symbol: str) -> tuple[str, str]:
     return (r.base, r.quote) if r is not None and r.base else _split(symbol)
 
-
-def status_file(run_dir: Path, stage: str) -> Path:
-    """Where an executor writes its ``execution`` status object."""
-    return run_dir / f"{stage}.status.json"

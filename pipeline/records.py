@@ -141,8 +141,7 @@ EV_DONE = 4
 """Terminal at the venue: filled, canceled or expired (``status``)."""
 EV_REJECT = 5
 """The venue refused the order (``reason``)."""
-EV_LOCAL_REJECT = 6
-"""Refused before it left: instrument rules, risk or rate limit (``reason``); nothing was sent."""
+# 6 is unused: a signal refused locally (rules, risk) creates no order; the journal and status count it.
 EV_UNKNOWN = 7
 """The place's outcome is unknown (timeout, lost connection): the executor asks the venue."""
 EV_RECONCILED = 8
@@ -171,7 +170,7 @@ ORDER = record_dtype(
     ("target", "<f8"),  # the pair's target position in this leg (base units, signed)
     ("mid", "<f8"),  # the leg's mid at the decision
     ("pair", "<u2"),  # the pair's index in the executor's pairs
-    ("reason", "<u2"),  # EV_REJECT / EV_LOCAL_REJECT: index into the executor's reason table
+    ("reason", "<u2"),  # EV_REJECT: index into the executor's reason table (status JSON ``reason_codes``)
     ("event", "<u1"),  # EV_*
     ("status", "<u1"),  # OS_*
     ("side", "<i1"),  # 1 buy, -1 sell

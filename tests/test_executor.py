@@ -21,7 +21,7 @@ import numpy as np
 import pytest
 from conftest import cli, free_port
 
-from pipeline.records import EV_ACK, EV_FILL, EV_SENT, ORDER, PURPOSE_REPAIR
+from pipeline.records import EV_ACK, EV_FILL, EV_REJECT, EV_SENT, ORDER, PURPOSE_REPAIR
 
 CONFIG = """
 name = "{name}"
@@ -308,10 +308,14 @@ def test_venue_rejects_end_rejected_with_the_reason_and_no_exposure(make_pipelin
         sim(port, "/_sim/fault", {"kind": "order_reject", "venue": "kucoin", "count": 1})
         settled(p, 1)
         ex = check_reconciled(p, port)
+        recs = np.fromfile(p.run_dir / "order_sink.bin", dtype=ORDER)
     finally:
         p.down()
     assert ex["orders"]["rejected"] >= 1 and ex["orders"]["rejected_by_reason"].get("200004", 0) >= 1, ex["orders"]
     assert on_target(ex["pairs"]["0"]), ex["pairs"]
+    # the reject's ORDER record names the venue's code through the status's reason table
+    rejects = recs[recs["event"] == EV_REJECT]
+    assert len(rejects) >= 1 and {ex["reason_codes"][int(x)] for x in rejects["reason"]} == {"200004"}, rejects
 
 
 @pytest.mark.parametrize("fault", ["order_drop_ack", "order_timeout"])
