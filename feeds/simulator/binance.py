@@ -302,29 +302,40 @@ class BinanceVenue:
         async def handler(request: web.Request) -> web.WebSocketResponse:
             tail = request.match_info.get("streams", "")
             streams = request.query.get("streams", "") if combined else tail
-            ws = web.WebSocketResponse(timeout=2.0, autoping=False, max_msg_size=1 << 20)
-            await ws.prepare(request)
-            reg = self.registry
-            conn = reg.open(self.name, ws, request)
-            conn.combined, conn.scope = combined, scope
-            for s in streams.split("/"):
-                if s:
-                    reg.subscribe(conn, (scope, s))
-            keepalive = asyncio.get_running_loop().create_task(self._keepalive(conn))
-            try:
-                async for msg in ws:
-                    if msg.type == WSMsgType.TEXT:
-                        self._on_text(conn, msg.data)
-                    elif msg.type == WSMsgType.PING:
-                        await ws.pong(msg.data)
-                    elif msg.type == WSMsgType.PONG:
-                        conn.last_seen = time.monotonic()
-            finally:
-                keepalive.cancel()
-                reg.close(conn)
-            return ws
+
+            def setup(conn: Conn) -> None:
+                conn.combined, conn.scope = combined, scope
+                for s in streams.split("/"):
+                    if s:
+                        self.registry.subscribe(conn, (scope, s))
+
+            return await self.serve(request, self._on_text, setup)
 
         return handler
+
+    async def serve(self, request: web.Request, on_text: Callable[[Conn, str], None] | None,
+                    setup: Callable[[Conn], None] | None = None) -> web.WebSocketResponse:
+        """One websocket of this venue (market streams, WS-API, user data): register it, ``setup`` it, keep it
+        alive with pings, hand each text frame to ``on_text``, unregister it when it ends."""
+        ws = web.WebSocketResponse(timeout=2.0, autoping=False, max_msg_size=1 << 20)
+        await ws.prepare(request)
+        reg = self.registry
+        conn = reg.open(self.name, ws, request)
+        if setup is not None:
+            setup(conn)
+        keepalive = asyncio.get_running_loop().create_task(self._keepalive(conn))
+        try:
+            async for msg in ws:
+                if msg.type == WSMsgType.TEXT and on_text is not None:
+                    on_text(conn, msg.data)
+                elif msg.type == WSMsgType.PING:
+                    await ws.pong(msg.data)
+                elif msg.type == WSMsgType.PONG:
+                    conn.last_seen = time.monotonic()
+        finally:
+            keepalive.cancel()
+            reg.close(conn)
+        return ws
 
     async def _keepalive(self, conn: Conn) -> None:
         """Ping every ``ping_s``; cut the client when a ping has gone unanswered for ``pong_timeout_s``."""

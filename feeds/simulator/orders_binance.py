@@ -38,14 +38,13 @@ import contextlib
 import itertools
 import re
 import secrets
-import time
 from collections.abc import Awaitable, Callable
 from decimal import Decimal
 from typing import TYPE_CHECKING, Any
 from urllib.parse import parse_qsl
 
 import orjson
-from aiohttp import WSMsgType, web
+from aiohttp import web
 
 from .accounts import (
     BUY,
@@ -650,28 +649,6 @@ class BinanceOrders:
         return set(conns)
 
     # websockets ----------------------------------------------------------------------------------------------------
-    async def _serve(self, request: web.Request, on_text: Callable[[Conn, str], None] | None,
-                     setup: Callable[[Conn], None] | None = None) -> web.WebSocketResponse:
-        ws = web.WebSocketResponse(timeout=2.0, autoping=False, max_msg_size=1 << 20)
-        await ws.prepare(request)
-        reg = self.registry
-        conn = reg.open(self.name, ws, request)
-        if setup is not None:
-            setup(conn)
-        keepalive = asyncio.get_running_loop().create_task(self.venue._keepalive(conn))
-        try:
-            async for msg in ws:
-                if msg.type == WSMsgType.TEXT and on_text is not None:
-                    on_text(conn, msg.data)
-                elif msg.type == WSMsgType.PING:
-                    await ws.pong(msg.data)
-                elif msg.type == WSMsgType.PONG:
-                    conn.last_seen = time.monotonic()
-        finally:
-            keepalive.cancel()
-            reg.close(conn)
-        return ws
-
     async def user_ws(self, request: web.Request) -> web.WebSocketResponse:
         """USD-M ``/private/ws/<listenKey>``: user-data events of the account."""
         key = request.match_info.get("listenKey") or request.query.get("listenKey", "")
@@ -681,10 +658,10 @@ class BinanceOrders:
             with contextlib.suppress(Exception):
                 await ws.close(code=1008, message=b"invalid listenKey")
             return ws
-        return await self._serve(request, None, lambda conn: self.registry.subscribe(conn, self.user_key))
+        return await self.venue.serve(request, None, lambda conn: self.registry.subscribe(conn, self.user_key))
 
     async def ws_api(self, request: web.Request) -> web.WebSocketResponse:
-        return await self._serve(request, self._ws_text)
+        return await self.venue.serve(request, self._ws_text)
 
     def _ws_text(self, conn: Conn, data: str) -> None:
         task = asyncio.get_running_loop().create_task(self._ws_request(conn, data))
