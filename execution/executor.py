@@ -215,6 +215,8 @@ class Executor(Stage):
         self.bid = np.zeros(n)
         self.ask = np.zeros(n)
         self.clients: dict[str, v.VenueClient] = {}
+        self.papers: list = []
+        """The paper venues among the clients (mode paper): fed the books and polled each step."""
         self.rules: dict[int, Rules] = {}
         self.orders: dict[str, Order] = {}
         self.pairs: dict[int, PairState] = {}
@@ -345,6 +347,8 @@ class Executor(Stage):
                         client = self._client(name)
                         client.start()
                         self.clients[name] = client
+                        if self.p.mode == "paper":
+                            self.papers.append(client)
                         idx = [i for i, vn in enumerate(self.venue_of) if vn == name]
                         got = client.rules([self.symbols[i] for i in idx])
                         for i in idx:
@@ -440,10 +444,9 @@ class Executor(Stage):
             self.sig_ring.release(k)
             self.ctx.row["records_in"] += k
             n += k
+        for paper in self.papers:
+            paper.poll(time.perf_counter_ns())
         for name, client in self.clients.items():
-            poll = getattr(client, "poll", None)
-            if poll is not None:
-                poll(time.perf_counter_ns())
             q = client.events
             while not q.empty():
                 self._event(q.get_nowait(), name)
@@ -462,11 +465,10 @@ class Executor(Stage):
                 continue
             self.book_ns[i] = int(r["t_origin_ns"])
             self.bid[i], self.ask[i] = float(r["bid_px"][0]), float(r["ask_px"][0])
-            client = self.clients.get(self.venue_of[i])
-            on_book = getattr(client, "on_book", None)
-            if on_book is not None:
-                on_book(self.symbols[i], r["bid_px"], r["bid_qty"], r["ask_px"], r["ask_qty"], nb, na,
-                        time.perf_counter_ns())
+            if self.papers:
+                self.clients[self.venue_of[i]].on_book(  # type: ignore[attr-defined]
+                    self.symbols[i], r["bid_px"], r["bid_qty"], r["ask_px"], r["ask_qty"], nb, na,
+                    time.perf_counter_ns())
 
     # -- signals -----------------------------------------------------------------------------------------------------
 
