@@ -178,8 +178,9 @@ def test_random_fills_match_wallet_and_average_cost_references(seq, mark):
     for sym in SYMS:
         assert led.position(sym) == holding[sym]
     marks = dict.fromkeys(SYMS, mark)
-    # cash-flow identity, exact to the last unit
-    assert led.realized_pnl - led.fees + led.unrealized(marks) == cash + sum(h * mark for h in holding.values())
+    # cash-flow identity, exact to the last unit (summed as fractions: the test's own arithmetic must not round)
+    lhs = Fraction(led.realized_pnl) - Fraction(led.fees) + Fraction(led.unrealized(marks))
+    assert lhs == Fraction(cash) + sum(Fraction(h) * Fraction(mark) for h in holding.values())
     assert {k: v for k, v in led.fees_other.items() if v} == {k: v for k, v in other.items() if v}
     # average cost: the one rounding is the cost removed on partial reductions (<= 0.5e-30 each)
     tol = Fraction(n, 10**30)
