@@ -47,7 +47,17 @@ import numpy as np
 
 from compute.kalman import kalman_init, kalman_step
 from pipeline.dedup import admit
-from pipeline.records import BAR, BAR_CLOSED, BAR_PARTIAL, BAR_WARMUP, SIG_ENTER_LONG, SIG_ENTER_SHORT, SIG_EXIT, SIGNAL
+from pipeline.records import (
+    BAR,
+    BAR_CLOSED,
+    BAR_PARTIAL,
+    BAR_WARMUP,
+    SIG_ENTER_LONG,
+    SIG_ENTER_SHORT,
+    SIG_EXIT,
+    SIG_FLAG_MEASURE,
+    SIGNAL,
+)
 from pipeline.ring import Addresses, Ring, array_at, claim, entry_point, free_slots, peek, publish, release, seg_at
 from pipeline.syscalls import monotonic_ns
 
@@ -75,19 +85,19 @@ NII = 4
 F_PART_MEAN, F_BID, F_ASK = 0, 1, 2
 NFI = 3
 # per-pair int state pi[pair, .]
-P_POS, P_LONG_SINCE, P_SHORT_SINCE, P_LAST_CALC, P_BUCKET, P_WIN_N = 0, 1, 2, 3, 4, 5
-NPI = 6
+P_POS, P_LONG_SINCE, P_SHORT_SINCE, P_LAST_CALC, P_BUCKET, P_WIN_N, P_MEAS_AT, P_MEAS_OPEN = 0, 1, 2, 3, 4, 5, 6, 7
+NPI = 8
 # per-pair float state pf[pair, .]
-Q_ENTRY_SPREAD, Q_ENTRY_QA, Q_ENTRY_QB = 0, 1, 2
-NPF = 3
+Q_ENTRY_SPREAD, Q_ENTRY_QA, Q_ENTRY_QB, Q_MEAS_QA, Q_MEAS_QB = 0, 1, 2, 3, 4
+NPF = 5
 # per-pair int config ci[pair, .]
-C_LEG_A, C_LEG_B, C_HOLD, C_FRESH, C_THROTTLE, C_WINDOW, C_HEDGE = 0, 1, 2, 3, 4, 5, 6
-NCI = 7
+C_LEG_A, C_LEG_B, C_HOLD, C_FRESH, C_THROTTLE, C_WINDOW, C_HEDGE, C_MEASURE_MS = 0, 1, 2, 3, 4, 5, 6, 7
+NCI = 8
 HEDGE_OLS, HEDGE_KALMAN = 0, 1
 KAL = HEDGE_KALMAN
 # per-pair float config cf[pair, .]
-G_ENTRY_Z, G_EXIT_Z, G_NOTIONAL, G_KDELTA, G_KR = 0, 1, 2, 3, 4
-NCF = 5
+G_ENTRY_Z, G_EXIT_Z, G_NOTIONAL, G_KDELTA, G_KR, G_MEASURE_NOTIONAL = 0, 1, 2, 3, 4, 5
+NCF = 6
 # counters cnt[.] (N_CNT of them)
 N_TICKS, N_STATS, N_SIGNALS, N_EVENTS, N_STALE, N_COLD, N_BAD, N_POS, N_PUB, N_DUP = range(10)
 N_CNT = 10
@@ -138,6 +148,11 @@ class PairCfg:
     """"ols" (the seed: rolling OLS over the window) or "kalman" (compute.kalman, one step per joined minute)."""
     kalman_delta: float = 1e-5
     kalman_r: float = 1e-3
+    measure_ms: int = 0
+    """Measurement signals (``bench latency --orders-per-s``): one every this many ms of event time while the
+    pair is flat, alternately entering LONG_SPREAD and exiting, flagged ``SIG_FLAG_MEASURE``; 0: none."""
+    measure_notional: float = 20.0
+    """Each measurement leg's notional in quote currency (dollar-neutral, no hedge ratio)."""
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -240,7 +255,7 @@ def _pnl_log(pos, entry_spread, spread):
 
 @numba.njit(**_JIT)
 def _signal(out_hdr, out_data, out_slots, marks, cnt, seq, ts, t_origin, p, a, b, action, side_a, side_b, mode, beta,
-            z, spread, mu, sigma, fi, qa, qb, pnl_log):
+            z, spread, mu, sigma, fi, qa, qb, pnl_log, flags=0):
     """Publish a SIGNAL record through the dedup marks (the caller made sure a slot is free)."""
     cnt[N_SIGNALS] += 1
     if not admit(marks, 0, seq):
@@ -252,7 +267,7 @@ def _signal(out_hdr, out_data, out_slots, marks, cnt, seq, ts, t_origin, p, a, b
     s.t_origin_ns = t_origin
     s.ts_event_ms = ts
     s.instrument = a
-    s.flags = 0
+    s.flags = flags
     s.pair = p
     s.instrument_b = b
     s.action = action
@@ -442,6 +457,34 @@ def _intra(p, seq, ts, t_origin, ii, fi, pi, pf, wmin, wa, wb, kst, ci, cf, cnt,
 
 
 @numba.njit(**_JIT)
+def _measure(p, seq, ts, t_origin, fi, pi, pf, ci, cf, cnt, out_hdr, out_data, out_slots, marks):
+    """Measurement signals: every ``C_MEASURE_MS`` of event time while the pair holds no real position, enter
+    LONG_SPREAD with ``G_MEASURE_NOTIONAL`` per leg, then exit (a real entry cancels the open measurement)."""
+    period = ci[p, C_MEASURE_MS]
+    if period <= 0:
+        return
+    if pi[p, P_POS] != FLAT:  # a real position: its exit would close the measurement, and ours would close it
+        pi[p, P_MEAS_OPEN] = 0
+        return
+    a = ci[p, C_LEG_A]
+    b = ci[p, C_LEG_B]
+    if fi[a, F_BID] <= 0 or fi[b, F_BID] <= 0 or ts < pi[p, P_MEAS_AT]:
+        return
+    pi[p, P_MEAS_AT] = ts + period
+    if pi[p, P_MEAS_OPEN] == 0:
+        notional = cf[p, G_MEASURE_NOTIONAL]
+        pf[p, Q_MEAS_QA] = notional / (0.5 * (fi[a, F_BID] + fi[a, F_ASK]))
+        pf[p, Q_MEAS_QB] = notional / (0.5 * (fi[b, F_BID] + fi[b, F_ASK]))
+        pi[p, P_MEAS_OPEN] = 1
+        _signal(out_hdr, out_data, out_slots, marks, cnt, seq, ts, t_origin, p, a, b, SIG_ENTER_LONG, 1, -1,
+                MODE_SKIP, 0.0, 0.0, 0.0, 0.0, 0.0, fi, pf[p, Q_MEAS_QA], pf[p, Q_MEAS_QB], 0.0, SIG_FLAG_MEASURE)
+    else:
+        pi[p, P_MEAS_OPEN] = 0
+        _signal(out_hdr, out_data, out_slots, marks, cnt, seq, ts, t_origin, p, a, b, SIG_EXIT, -1, 1,
+                MODE_SKIP, 0.0, 0.0, 0.0, 0.0, 0.0, fi, pf[p, Q_MEAS_QA], pf[p, Q_MEAS_QB], 0.0, SIG_FLAG_MEASURE)
+
+
+@numba.njit(**_JIT)
 def process(seq, ts, inst, kind, minute, mean, bid, ask, t_origin, ii, fi, hmin, hmean, hkind, pi, pf, wmin, wa, wb,
             kst, kcov, cnt, ci, cf, ip_ptr, ip_idx, rows, nrows, out_hdr, out_data, out_slots, marks):
     """One BAR record through every pair of its instrument; signals are published through the dedup marks.
@@ -490,6 +533,7 @@ def process(seq, ts, inst, kind, minute, mean, bid, ask, t_origin, ii, fi, hmin,
         else:
             nrows = _intra(p, seq, ts, t_origin, ii, fi, pi, pf, wmin, wa, wb, kst, ci, cf, cnt, rows, nrows, out_hdr,
                            out_data, out_slots, marks)
+            _measure(p, seq, ts, t_origin, fi, pi, pf, ci, cf, cnt, out_hdr, out_data, out_slots, marks)
     return nrows
 
 
@@ -552,7 +596,7 @@ def stats_step(in_hdr, in_slots, out_hdr, out_data, out_slots, st_i, st_f, rows,
             break
         r = in_slots[i]
         inst = np.int64(r.instrument)
-        need = ip_ptr[inst + 1] - ip_ptr[inst] if inst < ii.shape[0] else 0
+        need = 2 * (ip_ptr[inst + 1] - ip_ptr[inst]) if inst < ii.shape[0] else 0  # a signal and a measurement
         if need > 0 and free_slots(out_hdr, cap_out, need) < need:
             full = 1
             break
@@ -601,7 +645,7 @@ def stats_replay(recs, start, out_hdr, out_data, out_slots, st_i, st_f, rows):
     while k < recs.shape[0] and nrows + per_record <= rows.shape[0]:
         r = recs[k]
         inst = np.int64(r.instrument)
-        need = ip_ptr[inst + 1] - ip_ptr[inst] if inst < ii.shape[0] else 0
+        need = 2 * (ip_ptr[inst + 1] - ip_ptr[inst]) if inst < ii.shape[0] else 0  # a signal and a measurement
         if need > 0 and free_slots(out_hdr, cap_out, need) < need:
             full = 1
             break
@@ -651,8 +695,8 @@ class PairsEngine:
                 o += k
         for p, c in enumerate(pairs):
             self.ci[p] = (c.a, c.b, c.hold_ms, c.fresh_ms, c.throttle_ms, c.window,
-                          HEDGE_KALMAN if c.hedge == "kalman" else HEDGE_OLS)
-            self.cf[p] = (c.entry_z, c.exit_z, c.notional, c.kalman_delta, c.kalman_r)
+                          HEDGE_KALMAN if c.hedge == "kalman" else HEDGE_OLS, c.measure_ms)
+            self.cf[p] = (c.entry_z, c.exit_z, c.notional, c.kalman_delta, c.kalman_r, c.measure_notional)
         members: list[list[int]] = [[] for _ in range(ni)]
         for p, c in enumerate(pairs):
             members[c.a].append(p)
@@ -786,6 +830,8 @@ class PairsTwin:
         self.last_calc = [0] * n
         self.bucket = [-1] * n
         self.kalman = [([0.0, 0.0], [[1.0, 0.0], [0.0, 1.0]]) for _ in range(n)]  # kalman_init()
+        self.meas_at = [0] * n
+        self.meas_open: list[tuple[float, float] | None] = [None] * n  # an open measurement's quantities
         self.counts = dict.fromkeys(COUNTER_NAMES, 0)
 
     def _beta(self, p: int) -> float | None:
@@ -881,6 +927,7 @@ class PairsTwin:
                 self._join(p, inst, minute, mean, kind, ts, rows)
             else:
                 self._intra(p, seq, ts, int(r["t_origin_ns"]), rows, sigs)
+                self._measure(p, seq, ts, int(r["t_origin_ns"]), sigs)
         self.counts["events"] += len(rows)
         return rows, sigs
 
@@ -991,12 +1038,34 @@ class PairsTwin:
             self.entry[p] = (0.0, 0.0, 0.0)
             self.short_since[p] = self.long_since[p] = 0
 
+    def _measure(self, p: int, seq: int, ts: int, t_origin: int, sigs: list) -> None:
+        c = self.pairs[p]
+        if c.measure_ms <= 0:
+            return
+        if self.pos[p] != FLAT:
+            self.meas_open[p] = None
+            return
+        (ba, aa), (bb, ab) = self.quote[c.a], self.quote[c.b]
+        if ba <= 0 or bb <= 0 or ts < self.meas_at[p]:
+            return
+        self.meas_at[p] = ts + c.measure_ms
+        self.counts["signals"] += 1
+        q = self.meas_open[p]
+        if q is None:
+            q = self.meas_open[p] = (c.measure_notional / ((ba + aa) / 2), c.measure_notional / ((bb + ab) / 2))
+            sigs.append(self._sig(p, seq, ts, t_origin, SIG_ENTER_LONG, 1, MODE_SKIP, (0.0,) * 5, *q, 0.0,
+                                  SIG_FLAG_MEASURE))
+        else:
+            self.meas_open[p] = None
+            sigs.append(self._sig(p, seq, ts, t_origin, SIG_EXIT, -1, MODE_SKIP, (0.0,) * 5, *q, 0.0,
+                                  SIG_FLAG_MEASURE))
+
     def _sig(self, p: int, seq: int, ts: int, t_origin: int, action: int, side_a: int, mode: int,
-             st: tuple, qa: float, qb: float, pnl_log: float) -> dict:
+             st: tuple, qa: float, qb: float, pnl_log: float, flags: int = 0) -> dict:
         c = self.pairs[p]
         (ba, aa), (bb, ab) = self.quote[c.a], self.quote[c.b]
         beta, spread, mu, sd, z = st
         return {"src_seq": seq, "t_origin_ns": t_origin, "ts_event_ms": ts, "src_ring": 0, "instrument": c.a,
-                "flags": 0, "pair": p, "instrument_b": c.b, "action": action, "side_a": side_a, "side_b": -side_a,
+                "flags": flags, "pair": p, "instrument_b": c.b, "action": action, "side_a": side_a, "side_b": -side_a,
                 "mode": mode, "beta": beta, "z": z, "spread": spread, "mu": mu, "sigma": sd, "bid_a": ba,
                 "ask_a": aa, "bid_b": bb, "ask_b": ab, "qty_a": qa, "qty_b": qb, "pnl_log": pnl_log}

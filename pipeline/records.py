@@ -106,6 +106,8 @@ SIG_ENTER_SHORT = 2
 """``SIGNAL.action``: enter SHORT_SPREAD (sell leg A, buy leg B)."""
 SIG_EXIT = 3
 """``SIGNAL.action``: close the position (back to flat)."""
+SIG_FLAG_MEASURE = 1
+"""``SIGNAL.flags``: a measurement signal (``bench latency --orders-per-s``), not a trading decision."""
 
 SIGNAL = record_dtype(
     ("pair", "<u2"),  # index of the pair in the stats stage's ``pairs``
@@ -113,7 +115,7 @@ SIGNAL = record_dtype(
     ("action", "<i1"),  # SIG_ENTER_LONG, SIG_ENTER_SHORT or SIG_EXIT
     ("side_a", "<i1"),  # leg A's order side: 1 buy, -1 sell
     ("side_b", "<i1"),  # leg B's order side: 1 buy, -1 sell
-    ("mode", "<u1"),  # window of the stats: 0 "120closed_aligned", 1 "119+partial_aligned"
+    ("mode", "<u1"),  # window of the stats: 0 "120closed_aligned", 1 "119+partial_aligned", 2 none (measurement)
     ("beta", "<f8"),  # hedge ratio: OLS slope of ln(A) on ln(B) over the window
     ("z", "<f8"),  # z-score of the latest spread
     ("spread", "<f8"),  # ln(A) - beta * ln(B) of the latest minute

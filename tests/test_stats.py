@@ -4,6 +4,7 @@ events.jsonl formatting (Go's encoding/json), and crash equivalence of a real pi
 from __future__ import annotations
 
 import functools
+import itertools
 import os
 import random
 import signal
@@ -36,7 +37,7 @@ from compute.pairs import (
 from compute.stats import StatsParams, StatsStage, console_line, go_float, json_row, resolve_pairs, rfc3339_ms
 from pipeline import status
 from pipeline.config import ConfigError, parse
-from pipeline.records import BAR, SIGNAL
+from pipeline.records import BAR, SIG_ENTER_LONG, SIG_EXIT, SIG_FLAG_MEASURE, SIGNAL
 from pipeline.ring import Ring, push_batch
 from pipeline.stage import StageContext, _resume
 
@@ -130,7 +131,7 @@ CASES = {
     # one pair, event-time throttle, hold, a leg with silent minutes, window compaction (400+ minutes > 256)
     "one-pair-hold-throttle": dict(seed=3, ticks=60000, n_inst=2, gap=400.0, silent=(0.03, 0.01), warm=40,
                                    pairs=[PairCfg(0, 1, "A/B", entry_z=1.8, exit_z=0.4, hold_ms=1000, fresh_ms=1000,
-                                                  throttle_ms=150, window=30)]),
+                                                  throttle_ms=150, window=30, measure_ms=1500)]),
     # the seed's window and parameters, hold 0, no throttle, warm-up with missing candles, short history ring
     "one-pair-seed-window": dict(seed=5, ticks=40000, n_inst=2, gap=200.0, silent=(0.0, 0.02), warm=150,
                                  missing=0.02, hist=64,
@@ -141,7 +142,8 @@ CASES = {
     "two-pairs-shared-leg": dict(seed=8, ticks=60000, n_inst=3, gap=150.0, silent=(0.0, 0.02, 0.05), warm=25,
                                  replay=0.33,
                                  pairs=[PairCfg(0, 1, "A/B", entry_z=1.6, exit_z=0.3, hold_ms=1000, fresh_ms=500,
-                                                throttle_ms=0, window=20, notional=500.0),
+                                                throttle_ms=0, window=20, notional=500.0, measure_ms=4000,
+                                                measure_notional=25.0),
                                         PairCfg(2, 1, "C/B", entry_z=1.7, exit_z=0.5, hold_ms=0, fresh_ms=500,
                                                 throttle_ms=150, window=25)]),
     # the Kalman hedge (compute.kalman, one step per joined minute) on one pair, OLS on the other
@@ -175,6 +177,22 @@ def test_kernel_equals_python_twin(case: str) -> None:
     if any(pc.hedge == "kalman" for pc in c["pairs"]):  # the filter's beta, not the window's OLS slope
         k = [s for s in sigs if c["pairs"][s["pair"]].hedge == "kalman"]
         assert k and all(abs(s["beta"] - _ols_beta(bars, c["pairs"][s["pair"]], s)) > 1e-6 for s in k)
+    for p, pc in enumerate(c["pairs"]):  # measurement signals: flagged, alternating, paced, never inside a trade
+        mine = [s for s in sigs if s["pair"] == p]
+        meas = [s for s in mine if s["flags"] & SIG_FLAG_MEASURE]
+        assert bool(meas) == (pc.measure_ms > 0)
+        assert all(b["ts_event_ms"] - a["ts_event_ms"] >= pc.measure_ms for a, b in itertools.pairwise(meas))
+        for s in meas:
+            mid = (s["bid_a"] + s["ask_a"]) / 2 if s["action"] == SIG_ENTER_LONG else None
+            assert mid is None or s["qty_a"] == pytest.approx(pc.measure_notional / mid)
+        in_trade, expect = False, SIG_ENTER_LONG
+        for s in mine:  # enter, exit, enter, ...; a real entry cancels an open measurement
+            if not s["flags"] & SIG_FLAG_MEASURE:
+                in_trade = s["action"] != SIG_EXIT
+                expect = SIG_ENTER_LONG if in_trade else expect
+            else:
+                assert not in_trade and s["action"] == expect, s
+                expect = SIG_EXIT if expect == SIG_ENTER_LONG else SIG_ENTER_LONG
 
 
 def _ols_beta(bars: np.ndarray, pc: PairCfg, sig: np.void) -> float:
