@@ -14,7 +14,8 @@ URL layout (P = port):
 * Order entry (signed, per venue account): KuCoin ``/api/v1/hf/*`` and the private topic on the KuCoin websocket
   (``orders_kucoin``); Binance ``/api/v3/order...``, WS-API ``/binance/ws-api/v3``; USD-M ``/fapi/v1/order...``,
   WS-API ``/binance-usdm/ws-fapi/v1``, user data ``/binance-usdm/private/ws/<listenKey>`` (``orders_binance``).
-* ``GET /_sim/stats``, ``POST /_sim/fault`` (see ``faults``), ``GET /_sim/accounts`` (see ``accounts``).
+* ``GET /_sim/stats``, ``POST /_sim/fault`` (see ``faults``), ``GET /_sim/accounts`` (see ``accounts``),
+  ``POST /_sim/go`` (start simulated time under ``--hold``).
 
 Modules: ``market`` (instruments, books, candles, seeded generator), ``replay`` (recorded data as the event
 source), ``clock`` (simulated time, timers), ``registry`` (connections, subscriptions, sending), ``faults``,

@@ -15,8 +15,12 @@ class SimClock:
         self.start_us = start_us
         self.speed = speed
         self.wall0 = time.monotonic()
+        self.frozen = False
+        """Held at ``start_us`` (``--hold``) until the engine releases it."""
 
     def now_us(self) -> int:
+        if self.frozen:
+            return self.start_us
         return self.start_us + int((time.monotonic() - self.wall0) * 1e6 * self.speed)
 
     def now_ms(self) -> int:

@@ -48,6 +48,8 @@ class Options:
     """Initial balances of the KuCoin and Binance spot accounts; USD-M wallet = the USDT figure."""
     order_latency_ms: int = 0
     """Wall-clock delay before every order placement / cancel is matched and answered."""
+    hold: bool = False
+    """Simulated time stands still at the start until ``release`` (``POST /_sim/go``)."""
 
 
 class Listener(Protocol):
@@ -79,11 +81,25 @@ class Engine:
         self.faults = Faults(self.registry, self.market.find)
         self.listeners: list[Listener] = []
         self.last_event_us = start_us
+        self.clock.frozen = opts.hold
+        self._go: asyncio.Event | None = None
+
+    def release(self) -> None:
+        """Start simulated time (``--hold``); a no-op once it runs."""
+        if self.clock.frozen:
+            self.clock.frozen = False
+            self.clock.wall0 = time.monotonic()
+            if self._go is not None:
+                self._go.set()
 
     async def run(self) -> None:
         """Release events and timers at their wall-clock times, forever (cancel to stop)."""
         clock, timers, src = self.clock, self.timers, self.source
-        clock.wall0 = time.monotonic()
+        if clock.frozen:
+            self._go = asyncio.Event()
+            await self._go.wait()
+        else:
+            clock.wall0 = time.monotonic()
         burst = 0
         while True:
             te, tt = src.next_time(), timers.next_time()
@@ -123,6 +139,7 @@ class Engine:
             "last_event_ms": self.last_event_us // 1000,
             "mode": "replay" if self.opts.replay else "generator",
             "replay_done": self.replay_done,
+            "held": self.clock.frozen,
             "seed": self.opts.seed,
             "speed": self.opts.speed,
             "symbols": [ins.symbol for ins in self.market.instruments],

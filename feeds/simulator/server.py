@@ -58,6 +58,12 @@ def build_app(engine: Engine) -> web.Application:
     app.router.add_get("/_sim/stats", stats)
     app.router.add_get("/_sim/accounts", accounts)
     app.router.add_post("/_sim/fault", engine.faults.handle)
+
+    async def go(request: web.Request) -> web.Response:
+        engine.release()
+        return web.json_response({"ok": True, "sim_time_ms": engine.now_ms()})
+
+    app.router.add_post("/_sim/go", go)
     return app
 
 
@@ -87,6 +93,9 @@ def parse_args(argv: list[str] | None = None) -> Options:
     ap.add_argument("--usdm-ping-ms", type=int, default=180000, help="Binance USD-M server ping period")
     ap.add_argument("--usdm-pong-timeout-ms", type=int, default=600000)
     ap.add_argument("--replay", default="", help="FILE[,FILE...]: serve recorded BBO / trades instead")
+    ap.add_argument("--hold", action="store_true",
+                    help="simulated time stands still at the start until POST /_sim/go (bench latency: the "
+                         "market starts once every stage is ready)")
     ap.add_argument("--api-key", default="lowlat-sim-key", help="order entry API key (all venues)")
     ap.add_argument("--api-secret", default="lowlat-sim-secret", help="order entry API secret")
     ap.add_argument("--api-passphrase", default="lowlat-sim-pass", help="KuCoin API passphrase")
@@ -112,6 +121,7 @@ def parse_args(argv: list[str] | None = None) -> Options:
         usdm_pong_timeout_ms=a.usdm_pong_timeout_ms,
         replay=[f for f in a.replay.split(",") if f], api_key=a.api_key, api_secret=a.api_secret,
         api_passphrase=a.api_passphrase, balances=a.balances, order_latency_ms=a.order_latency_ms,
+        hold=a.hold,
     )
 
 
