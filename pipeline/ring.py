@@ -62,7 +62,7 @@ from numba.extending import intrinsic
 
 from pipeline.atomics import atomic_load, atomic_store, fence_acquire, fence_release, fence_seq_cst
 from pipeline.records import dtype_hash
-from pipeline.syscalls import futex_wait, futex_wake, monotonic_ns, sched_yield
+from pipeline.syscalls import FUTEX2_SIZE_U32, futex_wait, futex_waitv, futex_wake, monotonic_ns, sched_yield
 
 if sys.byteorder != "little":  # the doorbell futex is the low half of a 64-bit header word
     raise ImportError("lowlat rings need a little-endian host")
@@ -385,6 +385,53 @@ def seg_at(addr, dtype):
     body = addr + HEADER_BYTES
     data = array_at(body, (cap, np.int64(hdr[W_RECSIZE]) // 8), np.uint64)
     return hdr, data, array_at(body, (cap,), dtype)
+
+
+@numba.njit(nogil=True, cache=True)
+def wait_any(addrs, waiters, timeout_ns):
+    """Doorbell sleep on several rings at once (a consumer of several inputs): mark the consumer asleep on each,
+    re-check them all, and only if every one is empty sleep in ``futex_waitv`` on all the doorbell words, so a
+    publish on any of them wakes it at once. ``addrs``: the rings' header addresses; ``waiters``: 3 words per
+    ring of scratch. Returns the number of rings found non-empty before sleeping."""
+    n = addrs.shape[0]
+    for k in range(n):
+        atomic_store(array_at(addrs[k], (HEADER_BYTES // 8,), np.uint64), W_DOORBELL, np.uint64(1))
+    fence_seq_cst()  # Dekker with the producer's publish-then-load, as in _sleep
+    ready = 0
+    for k in range(n):
+        hdr = array_at(addrs[k], (HEADER_BYTES // 8,), np.uint64)
+        if atomic_load(hdr, W_PROD) != hdr[W_CONS]:
+            ready += 1
+    if ready == 0:
+        for k in range(n):
+            waiters[3 * k] = 1
+            waiters[3 * k + 1] = addrs[k] + W_DOORBELL * 8
+            waiters[3 * k + 2] = FUTEX2_SIZE_U32
+        futex_waitv(waiters.ctypes.data, n, monotonic_ns() + timeout_ns)
+    for k in range(n):
+        atomic_store(array_at(addrs[k], (HEADER_BYTES // 8,), np.uint64), W_DOORBELL, np.uint64(0))
+    return ready
+
+
+class RingSet:
+    """Several input rings waited on together (``block``: one ``futex_waitv`` over their doorbells)."""
+
+    def __init__(self, rings: list[Ring]) -> None:
+        self.rings = rings
+        self.addrs = np.array([r.hdr.ctypes.data for r in rings], dtype=np.int64)
+        self.waiters = np.zeros(3 * len(rings), dtype=np.int64)
+        self._wait = entry_point(wait_any, self.addrs, self.waiters, 0)
+
+    def wait(self, wait: str, timeout_s: float) -> None:
+        """Wait by strategy ``wait`` until one of the rings has a record (or ``timeout_s``)."""
+        if any(r.fill for r in self.rings):
+            return
+        if wait == "block":
+            for r in self.rings:
+                r.hdr[W_CONS_WAITS] += 1
+            self._wait(self.addrs, self.waiters, int(timeout_s * 1e9))
+        elif wait == "yield":
+            os.sched_yield()
 
 
 class Addresses:

@@ -38,7 +38,7 @@ from pipeline import status as st
 from pipeline.config import PipelineConfig, StageSpec, load, stage_class
 from pipeline.dedup import marks_from
 from pipeline.records import RECORD_TYPES
-from pipeline.ring import Ring, RingError
+from pipeline.ring import Ring, RingError, RingSet
 
 CONFIG_NAME = "config.toml"
 """The config copy inside a run directory (also in pipeline.cli, which must not import this module)."""
@@ -76,6 +76,8 @@ class StageContext:
     """The pipeline's run directory."""
     stopping: bool = False
     """Set by SIGTERM: finish the current step and return."""
+    ring_set: RingSet | None = None
+    """The inputs waited on together (several inputs), made at the first wait."""
     _last_logged: dict[str, float] = field(default_factory=dict)
 
     def error(self, kind: str, text: str) -> None:
@@ -142,18 +144,23 @@ class Stage:
     def flush(self) -> None:
         """Called before a clean exit."""
 
+    def idle_wait_s(self) -> float:
+        """Longest wait for input when ``step`` found nothing (work arriving by other ways, such as a venue's
+        responses on a thread, needs a shorter one)."""
+        return BLOCK_TIMEOUT_S
 
-def _wait_for_input(ctx: StageContext) -> None:
-    """Idle wait on the first input ring by the stage's strategy."""
+
+def _wait_for_input(ctx: StageContext, timeout_s: float) -> None:
+    """Idle wait on the input rings by the stage's strategy, at most ``timeout_s``."""
     ctx.row["waits"] += 1
     if not ctx.inputs:
         return
     if len(ctx.inputs) == 1:
-        ctx.inputs[0].wait_ready(ctx.wait, BLOCK_TIMEOUT_S)
-    elif ctx.wait == "block":  # one doorbell cannot cover several rings: short sleeps
-        time.sleep(0.0002)
-    elif ctx.wait == "yield":
-        os.sched_yield()
+        ctx.inputs[0].wait_ready(ctx.wait, timeout_s)
+    else:
+        if ctx.ring_set is None:
+            ctx.ring_set = RingSet(ctx.inputs)
+        ctx.ring_set.wait(ctx.wait, timeout_s)
 
 
 def _resume(ctx: StageContext, stage: Stage, positions: list[int]) -> None:
@@ -252,7 +259,7 @@ def run(run_dir: Path, name: str, wait: str, standby: bool = False) -> int:
                 done = True
                 break
             if n == 0 and not ctx.stopping:
-                _wait_for_input(ctx)
+                _wait_for_input(ctx, stage.idle_wait_s())
         row["state"] = st.STOPPING
         stage.flush()
         if done:

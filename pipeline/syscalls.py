@@ -1,4 +1,5 @@
-"""libc calls as numba intrinsics: CLOCK_MONOTONIC, futex wait/wake and sched_yield, callable inside compiled loops.
+"""libc calls as numba intrinsics: CLOCK_MONOTONIC, futex wait / wake / waitv and sched_yield, callable inside
+compiled loops.
 
 Written by hand because numba has no binding for them, and calling them through ctypes from Python costs a
 round trip out of compiled code plus about a microsecond of ctypes argument building per call, on exactly the
@@ -19,6 +20,8 @@ from numba.extending import intrinsic
 
 CLOCK_MONOTONIC = 1
 SYS_FUTEX = {"x86_64": 202, "aarch64": 98}.get(platform.machine(), -1)
+SYS_FUTEX_WAITV = {"x86_64": 449, "aarch64": 449}.get(platform.machine(), -1)
+FUTEX2_SIZE_U32 = 2
 FUTEX_WAIT, FUTEX_WAKE = 0, 1  # shared (not FUTEX_PRIVATE): the word lives in a segment other processes map
 
 _libc = ctypes.CDLL(None)
@@ -78,6 +81,28 @@ def futex_wake(typingctx, addr):
         addr_v = context.cast(builder, args[0], signature.args[0], types.uintp)
         return builder.call(_syscall_fn(builder), [
             ir.Constant(_i64, SYS_FUTEX), addr_v, ir.Constant(_i64, FUTEX_WAKE), ir.Constant(_i32, 2**31 - 1)])
+
+    return sig, codegen
+
+
+@intrinsic
+def futex_waitv(typingctx, waiters, n, deadline_ns):
+    """Sleep until one of ``n`` futex words changes or the monotonic clock passes ``deadline_ns`` (Linux 5.16+):
+    ``waiters`` is the address of ``n`` ``struct futex_waitv`` (24 bytes: expected value, word address, flags).
+    Returns the index of the word that woke, or -1 (errno: timeout, a word no longer as expected, ENOSYS)."""
+    sig = types.int64(types.uintp, types.int64, types.int64)
+
+    def codegen(context, builder, signature, args):
+        addr_v, n_v, deadline_v = (context.cast(builder, a, t, u) for a, t, u in
+                                   zip(args, signature.args, sig.args, strict=True))
+        ts_t = ir.LiteralStructType([_i64, _i64])
+        ts = cgutils.alloca_once(builder, ts_t)
+        billion = ir.Constant(_i64, 1_000_000_000)
+        builder.store(builder.sdiv(deadline_v, billion), cgutils.gep_inbounds(builder, ts, 0, 0))
+        builder.store(builder.srem(deadline_v, billion), cgutils.gep_inbounds(builder, ts, 0, 1))
+        return builder.call(_syscall_fn(builder), [
+            ir.Constant(_i64, SYS_FUTEX_WAITV), addr_v, n_v, ir.Constant(_i64, 0), builder.ptrtoint(ts, _i64),
+            ir.Constant(_i64, CLOCK_MONOTONIC)])
 
     return sig, codegen
 
