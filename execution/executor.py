@@ -22,6 +22,7 @@ from __future__ import annotations
 import ipaddress
 import math
 import os
+import sys
 import threading
 import time
 from dataclasses import dataclass, field
@@ -31,7 +32,6 @@ from urllib.parse import urlsplit
 
 import msgspec
 import numpy as np
-import orjson
 
 from execution import venue as v
 from execution.journal import Journal
@@ -53,12 +53,15 @@ from pipeline.records import (
     PURPOSE_ENTRY,
     PURPOSE_EXIT,
     PURPOSE_FLATTEN,
+    PURPOSE_MEASURE,
     PURPOSE_REPAIR,
     SIG_ENTER_LONG,
     SIG_ENTER_SHORT,
     SIG_EXIT,
+    SIG_FLAG_MEASURE,
 )
 from pipeline.stage import Stage, StageContext
+from pipeline.status_file import StatusFile
 
 VENUES = ("kucoin", "binance", "binance-usdm")
 ENV_PREFIX = {"kucoin": "LOWLAT_KUCOIN", "binance": "LOWLAT_BINANCE", "binance-usdm": "LOWLAT_BINANCE_USDM"}
@@ -73,6 +76,7 @@ NOT_AT_VENUE_NS = 6_000_000_000
 been sent (the venues refuse a request signed more than 5 s earlier: KuCoin's timestamp window, Binance's
 recvWindow); until then it is looked up again, since a request still queued or in flight can yet execute."""
 STATUS_PERIOD_S = 0.25
+GIL_SWITCH_S = 5e-5
 VENUE_POLL_S = 2.0
 
 
@@ -118,6 +122,11 @@ class ExecutorParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     the missing quantity at the new best price, up to ``repair_attempts``, then flattens)."""
     order_timeout_ms: int = 3000
     """An order with neither ack nor reject after this long is looked up at the venue."""
+    journal_sync: Literal["after_send", "before_send"] = "after_send"
+    """When the order lines are fdatasync'ed: ``after_send`` (default) writes them to the journal (the page
+    cache: a killed executor loses nothing) before the orders leave and syncs right after, off the frame -> sent
+    path; ``before_send`` syncs first, so an OS crash or power loss cannot lose a sent order's line either, at
+    the disk's sync latency per order (this host: fdatasync p50 ~80 µs, p99 0.3-1 ms)."""
     max_signal_age_ms: int = 2000
     """An entry signal older than this (decision to now) is not traded (``stale_signal``); exits always are."""
     paper: PaperParams = msgspec.field(default_factory=PaperParams)
@@ -200,6 +209,9 @@ class Executor(Stage):
 
     def __init__(self, ctx: StageContext, params: ExecutorParams) -> None:
         super().__init__(ctx, params)
+        # the clients' reader threads and the venue poller share the GIL with the order path: a thread that wants
+        # it gets it after at most this long (Python's default, 5 ms, would sit in the middle of frame -> sent)
+        sys.setswitchinterval(GIL_SWITCH_S)
         self.p = params
         self.sig_ring = ctx.inputs[0]
         self.book_rings = ctx.inputs[1:]
@@ -240,6 +252,7 @@ class Executor(Stage):
         self.streams: dict[str, str] = {}
         self.last_status = 0.0
         self.status_path = ctx.run_dir / f"{ctx.name}.status.json"
+        self.status_file: StatusFile | None = None
         self._killing = False
         self._risk_seen = ("ok", "")
         self._poller: threading.Thread | None = None
@@ -430,13 +443,7 @@ class Executor(Stage):
     # -- the loop ----------------------------------------------------------------------------------------------------
 
     def step(self) -> int:
-        n = 0
-        for ring, buf in zip(self.book_rings, self.book_buf, strict=True):
-            k = ring.peek_batch(buf)
-            if k:
-                self._books(buf[:k])
-                ring.release(k)
-                n += k
+        n = self._drain_books()  # first: the stale-data guard and paper fills judge a signal on the books before it
         k = self.sig_ring.peek_batch(self.sig_buf)
         for rec in self.sig_buf[:k]:
             self._signal(rec)
@@ -455,6 +462,16 @@ class Executor(Stage):
         if now - self.last_status >= STATUS_PERIOD_S:
             self._timers()
             self._write_status()
+        return n
+
+    def _drain_books(self) -> int:
+        n = 0
+        for ring, buf in zip(self.book_rings, self.book_buf, strict=True):
+            k = ring.peek_batch(buf)
+            if k:
+                self._books(buf[:k])
+                ring.release(k)
+                n += k
         return n
 
     def _books(self, recs: np.ndarray) -> None:
@@ -518,10 +535,14 @@ class Executor(Stage):
             return
         ps.target, ps.signal_seq, ps.attempts, ps.legs_sent = targets, seq, 0, [0, 0]
         ps.t_origin_ns, ps.t_decision_ns, ps.mids = int(rec["t_origin_ns"]), int(rec["t_pub_ns"]), mids
-        self.journal.write({"t": "intent", "sig": seq, "pair": pair, "ins": [ia, ib], "action": action,
-                            "target": [str(x) for x in targets], "t_origin": ps.t_origin_ns,
-                            "t_decision": ps.t_decision_ns, "mids": mids})
-        self._trade(pair, PURPOSE_ENTRY if entry else PURPOSE_EXIT)
+        measure = bool(int(rec["flags"]) & SIG_FLAG_MEASURE)
+        intent = {"t": "intent", "sig": seq, "pair": pair, "ins": [ia, ib], "action": action,
+                  "target": [str(x) for x in targets], "t_origin": ps.t_origin_ns, "t_decision": ps.t_decision_ns,
+                  "mids": mids}
+        if measure:
+            intent["measure"] = True
+        self.journal.write(intent)
+        self._trade(pair, PURPOSE_MEASURE if measure else PURPOSE_ENTRY if entry else PURPOSE_EXIT)
 
     def _on_grid(self, i: int, delta: Decimal, mid: float) -> Decimal:
         """``delta`` floored to the instrument's step (sign kept); LocalReject when it is no valid order at
@@ -562,16 +583,18 @@ class Executor(Stage):
             self._log(o.journal())
             self.orders[o.client_id] = o
             ps.live.add(o.client_id)
-        self.journal.sync()  # every order on disk before any leaves
+        if self.p.journal_sync == "before_send":
+            self.journal.sync()  # every order on disk before any leaves
         for o, req in orders:  # both legs written before either is acked
             o.t_sent_ns = self.clients[o.venue].place(req)
             self.risk.on_order_sent(time.perf_counter_ns())
+        self.journal.sync()  # after_send: in the page cache before they left (a killed process loses nothing)
         for o, _ in orders:
             if o.t_sent_ns:
                 self._publish(o, EV_SENT, o.t_sent_ns)
 
     def _mid(self, i: int, decision_mid: float, purpose: int) -> float:
-        if purpose in (PURPOSE_ENTRY, PURPOSE_EXIT) or self.bid[i] <= 0:
+        if purpose in (PURPOSE_ENTRY, PURPOSE_EXIT, PURPOSE_MEASURE) or self.bid[i] <= 0:
             return decision_mid
         return float(self.bid[i] + self.ask[i]) / 2
 
@@ -850,9 +873,13 @@ class Executor(Stage):
                                  "waiting": bool(ps.hold_until_ns or ps.pending is not None)}
                         for k, ps in self.pairs.items()},
               "user_streams": dict(self.streams), "last_signal": self.last_signal}
-        tmp = self.status_path.with_suffix(".tmp")
-        tmp.write_bytes(orjson.dumps({"execution": ex}))
-        os.replace(tmp, self.status_path)
+        if self.status_file is None:
+            self.status_file = StatusFile(self.status_path)
+        if force:
+            self.status_file.close({"execution": ex})
+            self.status_file = None
+        else:
+            self.status_file.publish({"execution": ex})
         c = self.ctx
         for k, name in enumerate(("sent", "acked", "filled", "rejected", "local_rejected", "unknown", "repairs")):
             c.set_counter(k, name, self.counts[name])
@@ -916,6 +943,12 @@ class Executor(Stage):
         r["t_pub_ns"] = time.perf_counter_ns()
         self.out.push(self.rec, self.ctx.wait)
         self.ctx.row["records_out"] += 1
+
+    def idle_wait_s(self) -> float:
+        """Orders in flight (their acks and fills arrive on the clients' threads) or paper venues to poll: look
+        every 200 µs; else sleep on the input rings."""
+        busy = self.papers or any(ps.live for ps in self.pairs.values())
+        return 0.0002 if busy else super().idle_wait_s()
 
     def flush(self) -> None:
         self._stop.set()

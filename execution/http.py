@@ -87,6 +87,8 @@ class Connection:
         self.conn: HTTPConnection | None = None
         self.last_used = 0.0
         self._pending = ""
+        self._raw = ""
+        """The method of a request written by ``send_raw`` (its response is read without urllib3)."""
 
     def _new(self) -> HTTPConnection:
         cls = _TimedTLS if self.https else _Timed
@@ -136,6 +138,46 @@ class Connection:
         self.last_used = time.monotonic()
         return getattr(self.conn, "t_write", 0) or time.perf_counter_ns()
 
+    def send_raw(self, method: str, path: str, body: bytes | None = None,
+                 headers: Mapping[str, str] | None = None) -> int:
+        """``send`` for the order path: the request line, headers and body built here as one bytes object and
+        written with one ``sendall``. Written by hand because http.client writes headers one call at a time and
+        the body in a second send: about 0.4 ms per order on this project's host against ~40 µs here (measured
+        with ``bench latency``); the response is read by ``receive`` as usual."""
+        self.connect()
+        assert self.conn is not None and self.conn.sock is not None
+        url = self.prefix + path
+        head = [f"{method} {url} HTTP/1.1", f"Host: {self.host}:{self.port}", f"User-Agent: {self.user_agent}",
+                "Accept: application/json", "Connection: keep-alive"]
+        if headers:
+            head += [f"{k}: {v}" for k, v in headers.items()]
+        if body is not None:
+            head.append(f"Content-Length: {len(body)}")
+        data = ("\r\n".join(head) + "\r\n\r\n").encode() + (body or b"")
+        self._pending = f"{method} {_path_only(url)}"
+        self._raw = method
+        t = time.perf_counter_ns()
+        try:
+            self.conn.sock.sendall(data)
+        except OSError as e:
+            self.close()
+            raise HttpError(f"{method} {_path_only(url)}: write failed: {type(e).__name__}: {e}", sent=True) \
+                from None
+        self.last_used = time.monotonic()
+        return t
+
+    def _receive_raw(self, method: str) -> tuple[int, dict[str, str], bytes]:
+        assert self.conn is not None and self.conn.sock is not None
+        r = http.client.HTTPResponse(self.conn.sock, method=method)
+        try:
+            r.begin()
+            body = r.read()
+        finally:
+            r.close()  # its file object only; the socket stays open
+        if r.will_close:
+            self.close()
+        return r.status, {k.lower(): v for k, v in r.getheaders()}, body
+
     def receive(self, timeout_s: float | None = None) -> Response:
         """Read the response to the last ``send``; HttpError(sent=True) on timeout or a lost connection (the
         connection is then closed: a late response must not be taken for the next request's)."""
@@ -143,11 +185,16 @@ class Connection:
         if self.conn is None or not what:
             raise HttpError("receive without a request in flight", sent=False)
         self.conn.timeout = self.timeout_s if timeout_s is None else timeout_s
+        raw, self._raw = self._raw, ""
         try:
-            r = self.conn.getresponse()
-            body = r.data
-            status = r.status
-            headers = {k.lower(): v for k, v in r.headers.items()}
+            if raw:
+                self.conn.sock.settimeout(self.conn.timeout)  # type: ignore[union-attr]
+                status, headers, body = self._receive_raw(raw)
+            else:
+                r = self.conn.getresponse()
+                body = r.data
+                status = r.status
+                headers = {k.lower(): v for k, v in r.headers.items()}
         except (OSError, http.client.HTTPException, Urllib3Error) as e:
             self.close()
             kind = "timeout" if isinstance(e, TimeoutError | socket.timeout) or "timed out" in str(e) else "lost"
@@ -166,7 +213,7 @@ class Connection:
 
     def close(self) -> None:
         """Close the socket (idempotent); the next ``send`` reconnects."""
-        self._pending = ""
+        self._pending = self._raw = ""
         c, self.conn = self.conn, None
         if c is not None:
             try:

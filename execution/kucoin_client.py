@@ -322,7 +322,7 @@ class KucoinClient(ClientCore):
     def _write(self, lane: _Lane, job: _Job) -> None:
         endpoint, data, headers = self._prepare(job.method, job.path, job.query, job.body)
         job.deadline = time.monotonic() + self.timeout_s
-        job.t_sent = lane.conn.send(job.method, endpoint, data, headers)
+        job.t_sent = lane.conn.send_raw(job.method, endpoint, data, headers)
         job.sent = True
 
     def _write_failed(self, job: _Job, e: HttpError) -> None:
