@@ -36,6 +36,7 @@ from typing import Literal
 import msgspec
 import numpy as np
 
+from compute.pair_status import PairStatus
 from compute.pairs import (
     ACTIONS,
     COUNTER_NAMES,
@@ -57,7 +58,7 @@ from compute.pairs import (
 from pipeline.config import ConfigError, PipelineConfig, StageSpec, stage_class
 from pipeline.stage import Stage, StageContext
 
-CKPT_VERSION = 1
+CKPT_VERSION = 2
 
 
 # ----------------------------------------------------------------------------------------------------------------
@@ -115,6 +116,12 @@ class StatsParams(msgspec.Struct, forbid_unknown_fields=True):
     """Kalman: state noise, how fast beta may move (0 < delta < 1)."""
     kalman_r: float = 1e-3
     """Kalman: observation noise variance (> 0)."""
+    measure_orders_per_s: float = 0.0
+    """Measurement orders per second of event time (``bench latency --orders-per-s``): each pair, while flat,
+    alternately enters LONG_SPREAD and exits with ``measure_notional`` per leg, one signal (two orders) every
+    2 / rate s, flagged as measurement; 0: none."""
+    measure_notional: float = 20.0
+    """Each measurement leg's notional in quote currency."""
     events: str = "events.jsonl"
     """Event log, relative to the run directory."""
     console: bool = True
@@ -143,6 +150,11 @@ def resolve_pairs(cfg: PipelineConfig, p: StatsParams) -> list[PairCfg]:
     """The pairs with legs resolved and defaults applied; ConfigError (one line naming the key) on bad values."""
     if not p.pairs:
         raise ConfigError("params.pairs: at least one pair is needed")
+    if not (math.isfinite(p.measure_orders_per_s) and 0 <= p.measure_orders_per_s <= 1000):
+        raise ConfigError(f"params.measure_orders_per_s: must be between 0 and 1000, got {p.measure_orders_per_s}")
+    if not (math.isfinite(p.measure_notional) and p.measure_notional > 0):
+        raise ConfigError(f"params.measure_notional: must be a finite number > 0, got {p.measure_notional}")
+    measure_ms = max(1, round(2000 / p.measure_orders_per_s)) if p.measure_orders_per_s else 0
     out: list[PairCfg] = []
     seen: set[tuple[int, int]] = set()
     for k, pp in enumerate(p.pairs):
@@ -182,7 +194,8 @@ def resolve_pairs(cfg: PipelineConfig, p: StatsParams) -> list[PairCfg]:
         out.append(PairCfg(a=a, b=b, name=f"{pp.a}/{pp.b}", entry_z=float(entry_z), exit_z=float(exit_z),
                            hold_ms=hold_ms, fresh_ms=fresh_ms, throttle_ms=throttle_ms, window=window,
                            notional=float(pp.notional), hedge=hedge, kalman_delta=float(kdelta),
-                           kalman_r=float(kr)))
+                           kalman_r=float(kr), measure_ms=measure_ms,
+                           measure_notional=float(p.measure_notional)))
     return out
 
 
@@ -367,6 +380,8 @@ class StatsStage(Stage):
         self.since_ckpt = 0
         self.dropped_rows = 0
         self.pub_dup = (0, 0)
+        self.pair_status = PairStatus(ctx.run_dir / f"{ctx.name}.status.json", self.engine, self.pairs,
+                                      self.out)
 
     def warm(self) -> None:
         """Compile the kernels (or load them from numba's cache)."""
@@ -480,6 +495,7 @@ class StatsStage(Stage):
         if nrows:
             self._write_rows(self.engine.rows[:nrows])
         row["counters"][:len(COUNTER_NAMES)] = cnt[:len(COUNTER_NAMES)]
+        self.pair_status.update(self.engine.rows[:nrows])  # `pipeline status` pairs, at most every 250 ms
 
     def _write_rows(self, rows: np.ndarray) -> None:
         lines: list[str] = []
@@ -515,6 +531,7 @@ class StatsStage(Stage):
 
     def flush(self) -> None:
         """Checkpoint and close the event log (SIGTERM)."""
+        self.pair_status.write()
         if self.fd >= 0:
             self._checkpoint()
             os.close(self.fd)

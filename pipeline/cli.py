@@ -1,4 +1,4 @@
-"""The ``pipeline`` command: up, status, restart, down, tweaks."""
+"""The ``pipeline`` command: up, status, top, restart, down, tweaks."""
 
 from __future__ import annotations
 
@@ -114,15 +114,17 @@ def up(
     replay: str | None = typer.Option(None, "--replay", help="Recordings (comma-separated) replace the config's "
                                       "feeds; the run ends when they are replayed and every stage has drained."),
     speed: str = typer.Option("max", "--speed", help="Replay pacing: a multiple of recorded time, or 'max'."),
+    metrics_port: int = typer.Option(0, "--metrics-port", min=0, max=65535, help="Serve Prometheus metrics on "
+                                     "http://127.0.0.1:PORT/metrics (0: off)."),
 ) -> None:
     """Start a pipeline: rings, one pinned process per stage, control socket."""
     from pipeline.supervisor import Supervisor, SupervisorError
 
     rd = _prepare(config, run_dir, replay, speed)
     if detach:
-        _up_detached(rd, duration, tweaks, ready_timeout)
+        _up_detached(rd, duration, tweaks, ready_timeout, metrics_port)
         return
-    sup = Supervisor(rd, apply_tweaks=tweaks)
+    sup = Supervisor(rd, apply_tweaks=tweaks, metrics_port=metrics_port)
     signal.signal(signal.SIGTERM, lambda *_: sup.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: sup.stopping.set())
     try:
@@ -148,11 +150,12 @@ def _report_cleanup(cleaned: list[str]) -> None:
         out.print(f"cleared what a previous run left: {', '.join(cleaned)}", highlight=False, soft_wrap=True)
 
 
-def _up_detached(rd: Path, duration: float | None, tweaks: bool, ready_timeout: float) -> None:
+def _up_detached(rd: Path, duration: float | None, tweaks: bool, ready_timeout: float, metrics_port: int = 0) -> None:
     log = open(rd / "supervisor.log", "ab")
     args = [sys.executable, "-m", "pipeline.supervisor", str(rd), "-" if duration is None else str(duration)]
-    proc = subprocess.Popen(args + (["--tweaks"] if tweaks else []), stdin=subprocess.DEVNULL, stdout=log,
-                            stderr=subprocess.STDOUT, start_new_session=True)
+    args += (["--tweaks"] if tweaks else []) + (["--metrics-port", str(metrics_port)] if metrics_port else [])
+    proc = subprocess.Popen(args, stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT,
+                            start_new_session=True)
     log.close()
     deadline = time.monotonic() + ready_timeout
     while time.monotonic() < deadline:
@@ -195,6 +198,51 @@ def status(run_dir: Path | None = RunDir, as_json: bool = typer.Option(False, "-
         return
     out.print(stage_table(reply))
     out.print(ring_table(reply))
+    if reply.get("pairs") or reply.get("execution"):
+        from pipeline.top import execution_line, pairs_table
+
+        if reply.get("pairs"):
+            out.print(pairs_table(reply["pairs"]))
+        if reply.get("execution"):
+            out.print(execution_line(reply["execution"]), soft_wrap=True)
+
+
+@app.command()
+def top(
+    run_dir: Path | None = RunDir,
+    interval: float = typer.Option(1.0, "--interval", min=0.1, help="Seconds between refreshes (one status "
+                                   "request each)."),
+    once: bool = typer.Option(False, "--once", help="Print one frame (rates over one interval) and exit."),
+) -> None:
+    """Live view: stages (CPU, core, RSS, state, records/s, errors), rings (fill, lag), order latency p50/p99 over
+    the last minute, pairs (z, beta, position, PnL), execution. Reads status and shared memory only."""
+    from rich.live import Live
+
+    from pipeline.top import Sampler, render
+
+    sampler = Sampler()
+    rd, first = _ask(run_dir, {"cmd": "status"}, 10)
+
+    def status() -> dict:
+        reply = _ask(rd, {"cmd": "status"}, 10)[1]
+        reply.pop("ok")
+        return reply
+
+    if once:
+        sampler.sample(first)  # rates and CPU % are measured over one interval
+        time.sleep(interval)
+        st = status()
+        out.print(render(st, sampler.sample(st)))
+        return
+    try:
+        with Live(console=out, auto_refresh=False, redirect_stdout=False) as live:
+            while True:
+                t0 = time.monotonic()
+                st = status()
+                live.update(render(st, sampler.sample(st)), refresh=True)
+                time.sleep(max(0.0, interval - (time.monotonic() - t0)))
+    except KeyboardInterrupt:
+        pass
 
 
 @app.command()

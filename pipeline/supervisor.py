@@ -9,11 +9,12 @@ host's CPUs except the lowest, which is left to the OS, interrupts and the super
 Wait strategy default: ``spin`` for a stage that has its CPUs to itself, ``block`` for one that shares, since a
 spinning stage on a shared core turns microseconds into milliseconds (shared/reference/IPC_BASELINE.md).
 
-Run detached: ``python -m pipeline.supervisor RUN_DIR [DURATION_S] [--tweaks]``.
+Run detached: ``python -m pipeline.supervisor RUN_DIR [DURATION_S] [--tweaks] [--metrics-port N]``.
 """
 
 from __future__ import annotations
 
+import argparse
 import fcntl
 import json
 import os
@@ -27,6 +28,7 @@ import time
 from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import psutil
 
@@ -37,6 +39,9 @@ from pipeline.control import SOCKET_NAME
 from pipeline.records import RECORD_TYPES
 from pipeline.ring import MAGIC, SHM_DIR, Ring
 from pipeline.stage import CONFIG_NAME
+
+if TYPE_CHECKING:
+    from pipeline.metrics import MetricsServer
 
 COMMANDS = ("ping", "status", "restart", "hold", "down")
 """Commands the control socket accepts."""
@@ -105,10 +110,13 @@ class StageProc:
 class Supervisor:
     """Owns one running pipeline."""
 
-    def __init__(self, run_dir: Path, apply_tweaks: bool = False) -> None:
+    def __init__(self, run_dir: Path, apply_tweaks: bool = False, metrics_port: int = 0) -> None:
         self.run_dir = run_dir.resolve()
         self.cfg = load(self.run_dir / CONFIG_NAME)
         self.apply_tweaks = apply_tweaks
+        self.metrics_port = metrics_port
+        """Serve Prometheus metrics on 127.0.0.1:metrics_port (0: off; ``pipeline.metrics``)."""
+        self.metrics: MetricsServer | None = None
         self.lock = threading.RLock()
         self.stopping = threading.Event()
         self.stages: dict[str, StageProc] = {}
@@ -129,6 +137,13 @@ class Supervisor:
         """Take the pipeline lock, clear leftovers, create rings and status, start every stage."""
         cfg = self.cfg
         self._take_lock()
+        if self.metrics_port:  # before anything starts: a port in use stops the start with one line
+            from pipeline.metrics import MetricsError, MetricsServer
+
+            try:
+                self.metrics = MetricsServer(self.metrics_port, self._metrics_status, self._order_rings)
+            except MetricsError as e:
+                raise SupervisorError(str(e)) from None
         self._clear_leftovers()
         host = os.sched_getaffinity(0)
         placement = assign(cfg, host)
@@ -141,6 +156,8 @@ class Supervisor:
         for rname, spec in cfg.rings.items():
             self.rings[rname] = Ring.create(f"{cfg.name}.{rname}", RECORD_TYPES[spec.type], spec.capacity)
         (self.run_dir / "logs").mkdir(exist_ok=True)
+        for name in cfg.stages:  # a previous run's status sections are not this run's
+            (self.run_dir / f"{name}.status.json").unlink(missing_ok=True)
         self._serve()
         for name, svc in cfg.services.items():
             self.services[name] = ServiceProc(name, svc.module, list(svc.args), svc.port)
@@ -431,14 +448,33 @@ class Supervisor:
         out = {"pipeline": self.cfg.name, "run_dir": str(self.run_dir), "supervisor_pid": os.getpid(),
                "stages": stages, "rings": rings, "services": services, "cleared_at_start": self.cleaned,
                "tweaks": [{"name": t.name, "status": t.status, "detail": t.detail} for t in self.tweak_results]}
-        for name in self.stages:  # sections a stage publishes itself (the executor's ``execution``)
+        own: set[str] = set()
+        for name in self.stages:  # sections stages publish themselves (executor ``execution``, stats ``pairs``)
             try:
                 extra = json.loads((self.run_dir / f"{name}.status.json").read_bytes())
             except (OSError, ValueError):
                 continue
+            if not isinstance(extra, dict):
+                continue
             for key, value in extra.items():
-                out.setdefault(key, value)
+                if key in own and isinstance(out[key], dict) and isinstance(value, dict):
+                    out[key] = {**out[key], **value}  # several stages of a kind: one section, merged
+                elif key not in out:
+                    out[key] = value
+                    own.add(key)
         return out
+
+    def _metrics_status(self) -> dict | None:
+        """Status for a metrics scrape; None before the start and once stopping."""
+        if self.block is None or self.stopping.is_set():
+            return None
+        return self.status()
+
+    def _order_rings(self) -> dict[str, Ring]:
+        """The pipeline's rings of ORDER records by name (the metrics' latency histograms)."""
+        if self.stopping.is_set():
+            return {}
+        return {n: r for n, r in self.rings.items() if self.cfg.rings[n].type == "order"}
 
     # -- control socket ------------------------------------------------------------------------------------------
 
@@ -536,6 +572,9 @@ class Supervisor:
         self.stopping.set()
         if self._lock_fd < 0:  # never started, or another supervisor owns this pipeline: nothing here is ours
             return
+        if self.metrics is not None:
+            self.metrics.close()
+            self.metrics = None
         if self.block is not None:
             self.last_status = self.status()
         with self.lock:
@@ -577,10 +616,15 @@ class Supervisor:
 
 
 def main(argv: list[str]) -> int:
-    """Detached supervisor entry point."""
-    run_dir = Path(argv[0])
-    duration = float(argv[1]) if len(argv) > 1 and argv[1] != "-" else None
-    sup = Supervisor(run_dir, apply_tweaks="--tweaks" in argv)
+    """Detached supervisor entry point: ``RUN_DIR [DURATION_S|-] [--tweaks] [--metrics-port N]``."""
+    ap = argparse.ArgumentParser(prog="python -m pipeline.supervisor")
+    ap.add_argument("run_dir", type=Path)
+    ap.add_argument("duration", nargs="?", default="-", help="seconds to run, '-': until stopped")
+    ap.add_argument("--tweaks", action="store_true")
+    ap.add_argument("--metrics-port", type=int, default=0)
+    args = ap.parse_args(argv)
+    duration = None if args.duration == "-" else float(args.duration)
+    sup = Supervisor(args.run_dir, apply_tweaks=args.tweaks, metrics_port=args.metrics_port)
     signal.signal(signal.SIGTERM, lambda *_: sup.stopping.set())
     signal.signal(signal.SIGINT, lambda *_: sup.stopping.set())
     try:
