@@ -120,5 +120,56 @@ def compute(
         raise typer.Exit(1)
 
 
+@app.command()
+def latency(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline config (TOML).")] = Path(
+        "configs/sim.toml"),
+    duration: Annotated[float, typer.Option(
+        min=1.0, help="Seconds to measure (with --replay: at most this long, 0 = until the recordings end).")] = 60.0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    plot_path: Annotated[Path | None, typer.Option(
+        "--plot", help="Draw the latency CDFs to this PNG (needs the 'plot' extra: matplotlib).")] = None,
+    attach: Annotated[bool, typer.Option(
+        "--attach", help="Measure the pipeline already running (--run-dir) instead of starting one.")] = False,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run directory (default runs/NAME-bench).")] = None,
+    orders_per_s: Annotated[float, typer.Option(
+        "--orders-per-s", min=0.0, help="Measurement orders per second: the stats stage emits small round-trip "
+                                        "signals at this rate from live prices, flagged as measurement.")] = 0.0,
+    measure_notional: Annotated[float | None, typer.Option(
+        "--measure-notional", help="Quote notional per measurement leg (default: the stats stage's, 20).")] = None,
+    replay: Annotated[str, typer.Option(
+        "--replay", help="Recordings (comma-separated) the simulator serves as its market data; the run ends when "
+                         "they end.")] = "",
+    speed: Annotated[float, typer.Option("--speed", min=0.01, help="Replay pace: a multiple of recorded time.")] = 1.0,
+    venue_latency_ms: Annotated[float | None, typer.Option(
+        "--venue-latency-ms", min=0.0, help="Simulated network + matching latency of the simulator's order entry "
+                                            "(reported, never counted as ours).")] = None,
+    baseline: Annotated[bool, typer.Option(
+        "--baseline", help="Also run the seed's design (one process, callback, stdlib JSON, full recompute, "
+                           "signed REST) against the same simulator and data, and report both.")] = False,
+) -> None:
+    """Execution latency and its parts, hops, micro-volatility, fill ratio, capture rate, inventory drift."""
+    from rich.console import Console
+
+    from bench import latency as bench_latency
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    try:
+        doc = bench_latency.run(config, duration=duration, replay=_split(replay), speed=speed,
+                                venue_latency_ms=venue_latency_ms, orders_per_s=orders_per_s,
+                                measure_notional=measure_notional, baseline=baseline, attach=attach,
+                                run_dir=run_dir, progress=lambda s: console.print(f"[dim]{s}[/]"))
+        bench_latency.render(doc, console)
+        if json_path is not None:
+            bench_latency.write_json(doc, json_path)
+            console.print(f"wrote {json_path}")
+        if plot_path is not None:
+            bench_latency.plot(doc, plot_path)
+            console.print(f"wrote {plot_path}")
+    except bench_latency.BenchError as e:
+        console.print(f"[bold red]bench latency failed:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
 if __name__ == "__main__":
     app()

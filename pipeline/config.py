@@ -8,6 +8,8 @@ imported by name (``pipeline/`` never imports ``feeds/``, ``compute/`` or ``exec
 from __future__ import annotations
 
 import importlib
+import json
+import math
 import os
 import re
 import tomllib
@@ -321,3 +323,44 @@ class PipelineConfig(_Strict):
     """Helper processes by name (e.g. the exchange simulator)."""
     replay: ReplaySpec | None = None
     """Set by ``pipeline up --replay``: the feeds are replaced by one replay stage (see ``with_replay``)."""
+
+
+
+def _toml_key(k: str) -> str:
+    return k if re.fullmatch(r"[A-Za-z0-9_-]+", k) else json.dumps(k)
+
+
+def _toml_value(v: object) -> str:
+    """One TOML value: strings and numbers as JSON writes them (valid TOML), tables inline."""
+    if isinstance(v, bool):
+        return "true" if v else "false"
+    if isinstance(v, float) and not math.isfinite(v):
+        return "nan" if v != v else ("inf" if v > 0 else "-inf")
+    if isinstance(v, int | float | str):
+        return json.dumps(v)
+    if isinstance(v, list):
+        return "[" + ", ".join(_toml_value(x) for x in v) + "]"
+    if isinstance(v, dict):
+        return "{ " + ", ".join(f"{_toml_key(k)} = {_toml_value(x)}" for k, x in v.items()) + " }"
+    raise TypeError(f"no TOML for {type(v).__name__}")
+
+
+def to_toml(raw: dict, prefix: str = "") -> str:
+    """A config (as ``tomllib.loads`` returns it) back to TOML text: each table's plain values, then its
+    sub-tables under their headers; top-level arrays of tables as ``[[...]]``, deeper ones inline (used to write
+    a modified copy of a config)."""
+    lines = [f"{_toml_key(k)} = {_toml_value(v)}" for k, v in raw.items()
+             if not isinstance(v, dict) and not (not prefix and isinstance(v, list) and v
+                                                  and all(isinstance(x, dict) for x in v))]
+    out = "\n".join(lines) + ("\n" if lines else "")
+    if not prefix:
+        for k, v in raw.items():
+            if isinstance(v, list) and v and all(isinstance(x, dict) for x in v):
+                for item in v:
+                    out += f"\n[[{_toml_key(k)}]]\n" + "".join(f"{_toml_key(a)} = {_toml_value(b)}\n"
+                                                             for a, b in item.items())
+    for k, v in raw.items():
+        if isinstance(v, dict):
+            key = prefix + _toml_key(k)
+            out += f"\n[{key}]\n" + to_toml(v, key + ".")
+    return out
