@@ -541,8 +541,7 @@ class Executor(Stage):
                   "mids": mids}
         if measure:
             intent["measure"] = True
-        self.journal.write(intent)
-        self._trade(pair, PURPOSE_MEASURE if measure else PURPOSE_ENTRY if entry else PURPOSE_EXIT)
+        self._trade(pair, PURPOSE_MEASURE if measure else PURPOSE_ENTRY if entry else PURPOSE_EXIT, intent)
 
     def _on_grid(self, i: int, delta: Decimal, mid: float) -> Decimal:
         """``delta`` floored to the instrument's step (sign kept); LocalReject when it is no valid order at
@@ -550,11 +549,13 @@ class Executor(Stage):
         q, _ = quantize(self.rules[i], 1 if delta > 0 else -1, abs(delta), None, ref_price=Decimal(repr(mid)))
         return Decimal(q) * (1 if delta > 0 else -1)
 
-    def _trade(self, pair: int, purpose: int) -> None:
-        """Send the orders that bring both legs of ``pair`` to their targets, both at once."""
+    def _trade(self, pair: int, purpose: int, intent: dict | None = None) -> None:
+        """Send the orders that bring both legs of ``pair`` to their targets, both at once (``intent``: the
+        signal's journal line, written with the orders' lines in one system call)."""
         assert self.journal is not None
         ps = self.pairs[pair]
         orders: list[tuple[Order, v.OrderRequest]] = []
+        lines = [intent] if intent is not None else []
         for leg, i in enumerate(ps.instruments):
             delta = ps.target[leg] - ps.position[leg]
             if delta == 0:
@@ -564,6 +565,8 @@ class Executor(Stage):
             try:
                 qty, price = self._price(i, side, abs(delta), mid)
             except LocalReject as e:
+                self.journal.write_many(lines)  # the intent before what became of it
+                lines = []
                 if purpose in (PURPOSE_REPAIR, PURPOSE_FLATTEN):  # dust below the venue's minimum: drift stays
                     self._log({"t": "dust", "pair": pair, "leg": leg, "reason": e.reason})
                     continue
@@ -578,9 +581,12 @@ class Executor(Stage):
             self.next_no += 1
             orders.append((o, v.OrderRequest(cid, o.symbol, side, qty, price, self.p.order_type)))
         if not orders:
+            self.journal.write_many(lines)
             return
-        for o, _ in orders:
-            self._log(o.journal())
+        order_lines = [o.journal() for o, _ in orders]
+        self.journal.write_many(lines + order_lines)
+        for (o, _), line in zip(orders, order_lines, strict=True):
+            self._tally(line)
             self.orders[o.client_id] = o
             ps.live.add(o.client_id)
         if self.p.journal_sync == "before_send":

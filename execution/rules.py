@@ -15,6 +15,7 @@ from __future__ import annotations
 import math
 from dataclasses import dataclass
 from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, InvalidOperation, localcontext
+from functools import lru_cache
 from typing import Any
 
 ZERO = Decimal(0)
@@ -100,12 +101,14 @@ class Rules:
         return _on_grid(qty, self.qty_origin, self.step)
 
 
+@lru_cache(maxsize=1024)  # pure, and asked several times per order for the same few rules
 def _origin(venue: str, minimum: Decimal, inc: Decimal) -> Decimal:
     if venue == "binance-usdm" and inc and minimum and minimum % inc:
         return minimum
     return ZERO
 
 
+@lru_cache(maxsize=1024)
 def _dp(x: Decimal) -> int:
     if not x:
         return 0
