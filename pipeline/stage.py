@@ -209,7 +209,8 @@ def run(run_dir: Path, name: str, wait: str, standby: bool = False) -> int:
     ``standby``: import and compile everything first (attaching the rings and warming a throwaway instance of the
     stage, which must not change anything), then wait for the line ``go`` on stdin before taking over; the
     supervisor keeps one such process per stage so a restart does not pay for interpreter start and imports."""
-    cfg = load(run_dir / CONFIG_NAME)
+    # the supervisor checked the placement against the host; this process is pinned to its own CPUs only
+    cfg = load(run_dir / CONFIG_NAME, host_cpus=set(range(os.cpu_count() or 1)))
     spec = cfg.stages[name]
     index = list(cfg.stages).index(name)
     block = st.StatusBlock.attach(cfg.name)
