@@ -168,7 +168,7 @@ def _stop(run_dir: Path, proc: subprocess.Popen | None) -> dict | None:
     try:
         status = request(run_dir, {"cmd": "status"}, 10)
         request(run_dir, {"cmd": "down"}, 10)
-    except ControlError:
+    except (ControlError, OSError, ValueError):  # no answer: the process group is killed below
         pass
     if proc is not None:
         try:
