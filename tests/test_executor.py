@@ -299,8 +299,9 @@ def test_partial_fills_are_repaired_back_to_the_hedge(make_pipeline) -> None:
 
 def test_venue_rejects_end_rejected_with_the_reason_and_no_exposure(make_pipeline) -> None:
     """Insufficient balance on every attempt: each order ends rejected with the venue's code in status, the
-    repairs give up and flatten what filled; nothing is sent twice."""
-    text, port = config(count=1, every=60)
+    repairs give up and flatten what filled; nothing is sent twice. (Journal synced before each send here, the
+    strict mode; the other tests run the default, synced right after.)"""
+    text, port = config(count=1, every=60, extra='journal_sync = "before_send"')
     p = make_pipeline(text)
     p.up()
     try:
