@@ -110,21 +110,23 @@ class Tap:
     """Reads rings behind their producers, without consuming: every record still intact when polled."""
 
     rings: dict[str, Any]
-    next_seq: dict[str, int] = field(default_factory=dict)
     parts: dict[str, list[np.ndarray]] = field(default_factory=lambda: defaultdict(list))
-    lost: Counter = field(default_factory=Counter)
+
+    def __post_init__(self) -> None:
+        from pipeline.ring import RingReader
+
+        self.readers = {name: RingReader(ring) for name, ring in self.rings.items()}
 
     def poll(self) -> None:
-        for name, ring in self.rings.items():
-            start = self.next_seq.get(name, 0)
-            end = ring.producer_pos
-            if end <= start:
-                continue
-            recs = ring.read(start, end - start)
-            self.lost[name] += (end - start) - len(recs)
+        for name, reader in self.readers.items():
+            recs = reader.read()
             if len(recs):
                 self.parts[name].append(recs)
-            self.next_seq[name] = end
+
+    @property
+    def lost(self) -> dict[str, int]:
+        """Records per ring the producers overwrote before the tap read them."""
+        return {name: reader.missed for name, reader in self.readers.items()}
 
     def records(self, name: str, dtype: np.dtype) -> np.ndarray:
         p = self.parts.get(name)

@@ -38,7 +38,7 @@ from compute.pairs import (
     window_stats,
 )
 from pipeline.records import SIG_ENTER_LONG, SIG_ENTER_SHORT, SIG_EXIT
-from pipeline.ring import Ring, entry_point
+from pipeline.ring import Ring, RingReader, entry_point
 from pipeline.status_file import StatusFile
 
 PERIOD_S = 0.25
@@ -71,7 +71,7 @@ class PairStatus:
         self.exits = [0] * n
         self.last_signal_ms: list[int | None] = [None] * n
         self.pnl_log_total = [0.0] * n
-        self.seen = 0  # output ring position read up to
+        self.reader = RingReader(out)
         self.last_write = -math.inf
         self._file: StatusFile | None = None
         # the kernel's own statistics, called through its compiled entry point (compiled or loaded from numba's
@@ -91,13 +91,7 @@ class PairStatus:
 
     def _signals(self) -> None:
         """Count the SIGNAL records published since the last look."""
-        prod = self.out.producer_pos
-        if prod <= self.seen:
-            return
-        start = max(self.seen, prod - self.out.capacity + 1)  # the oldest slot may be being overwritten
-        recs = self.out.read(start, prod - start)
-        self.seen = prod
-        for r in recs:
+        for r in self.reader.read():
             p = int(r["pair"])
             if not 0 <= p < len(self.pairs):
                 continue

@@ -27,8 +27,8 @@ from prometheus_client.core import CounterMetricFamily, GaugeMetricFamily, Histo
 from prometheus_client.registry import Collector
 from prometheus_client.utils import floatToGoString
 
-from pipeline.records import EV_ACK, EV_SENT
-from pipeline.ring import Ring
+from pipeline.records import sent_and_acked
+from pipeline.ring import Ring, RingReader
 
 BUCKETS_S = (25e-6, 50e-6, 100e-6, 250e-6, 500e-6, 1e-3, 2.5e-3, 5e-3, 10e-3, 25e-3, 50e-3, 0.1)
 """Upper bounds of the latency histograms' buckets, seconds (+Inf follows)."""
@@ -65,20 +65,14 @@ class OrderLatency:
 
     def __init__(self, ring: Ring) -> None:
         self.ring = ring
-        self.seen = 0
+        self.reader = RingReader(ring)
         self.to_sent = LatencyHistogram()
         self.to_ack = LatencyHistogram()
 
     def update(self) -> None:
         """Read the records published since the last call (at most capacity - 1) into the histograms."""
-        prod = self.ring.producer_pos
-        if prod <= self.seen:
-            return
-        recs = self.ring.last_published(min(prod - self.seen, self.ring.capacity - 1))
-        self.seen = prod
-        sent = recs[(recs["event"] == EV_SENT) & (recs["t_sent_ns"] > 0) & (recs["t_origin_ns"] > 0)]
+        sent, ack = sent_and_acked(self.reader.read())
         self.to_sent.add((sent["t_sent_ns"] - sent["t_origin_ns"]).astype(np.float64) / 1e9)
-        ack = recs[(recs["event"] == EV_ACK) & (recs["t_ack_ns"] > 0) & (recs["t_sent_ns"] > 0)]
         self.to_ack.add((ack["t_ack_ns"] - ack["t_sent_ns"]).astype(np.float64) / 1e9)
 
 

@@ -182,6 +182,15 @@ ORDER = record_dtype(
 """One order event of the executor (184 bytes): the header's ``t_origin_ns`` is the market-data frame behind the
 decision, so frame -> decision -> sent -> ack can be read off each record; ``src_seq`` is the signal's ``seq``."""
 
+def sent_and_acked(recs: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """ORDER records -> (EV_SENT records with both the frame's and the send's time, EV_ACK records with both the
+    send's and the ack's time): the samples of frame -> sent (``t_sent_ns - t_origin_ns``) and sent -> ack
+    (``t_ack_ns - t_sent_ns``)."""
+    sent = recs[(recs["event"] == EV_SENT) & (recs["t_sent_ns"] > 0) & (recs["t_origin_ns"] > 0)]
+    acked = recs[(recs["event"] == EV_ACK) & (recs["t_ack_ns"] > 0) & (recs["t_sent_ns"] > 0)]
+    return sent, acked
+
+
 # Flags of market-data records (``flags`` header field).
 FLAG_LOCAL_TIME = 1
 """``ts_event_ms`` is the receive time: the venue sent no event time (Binance spot bookTicker)."""

@@ -717,6 +717,27 @@ class Ring:
         return self.read(prod - k, min(k, prod))
 
 
+class RingReader:
+    """Reads, without consuming, the records published into ``ring`` since the last ``read`` (a monitor's or a
+    benchmark's view of a ring it does not consume; the first call starts at ``start``). A call returns at most
+    capacity - 1 records: the slot the producer writes next may be mid-overwrite. ``missed`` counts the records
+    the producer overwrote before they could be read."""
+
+    def __init__(self, ring: Ring, start: int = 0) -> None:
+        self.ring = ring
+        self.pos = start
+        self.missed = 0
+
+    def read(self) -> np.ndarray:
+        """The records published since the last call, oldest first."""
+        prod = self.ring.producer_pos
+        start = max(self.pos, prod - self.ring.capacity + 1)
+        recs = self.ring.read(start, prod - start)
+        self.missed += max(0, prod - self.pos) - len(recs)
+        self.pos = max(self.pos, prod)
+        return recs
+
+
 class _Backoff:
     """Producer-side wait on a full ring: spin, then yield, then (block) short sleeps."""
 

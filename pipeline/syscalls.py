@@ -52,6 +52,15 @@ def monotonic_ns(typingctx):
     return types.int64(), codegen
 
 
+def _timespec(builder, ns):
+    """A ``struct timespec`` on the stack holding ``ns`` nanoseconds; returns its address as an i64."""
+    ts = cgutils.alloca_once(builder, ir.LiteralStructType([_i64, _i64]))
+    billion = ir.Constant(_i64, 1_000_000_000)
+    builder.store(builder.sdiv(ns, billion), cgutils.gep_inbounds(builder, ts, 0, 0))
+    builder.store(builder.srem(ns, billion), cgutils.gep_inbounds(builder, ts, 0, 1))
+    return builder.ptrtoint(ts, _i64)
+
+
 @intrinsic
 def futex_wait(typingctx, addr, expected, timeout_ns):
     """Sleep while the 32-bit word at address ``addr`` equals ``expected``, at most ``timeout_ns``."""
@@ -60,14 +69,9 @@ def futex_wait(typingctx, addr, expected, timeout_ns):
     def codegen(context, builder, signature, args):
         addr_v, expected_v, timeout_v = (context.cast(builder, a, t, u) for a, t, u in
                                          zip(args, signature.args, sig.args, strict=True))
-        ts_t = ir.LiteralStructType([_i64, _i64])
-        ts = cgutils.alloca_once(builder, ts_t)
-        billion = ir.Constant(_i64, 1_000_000_000)
-        builder.store(builder.sdiv(timeout_v, billion), cgutils.gep_inbounds(builder, ts, 0, 0))
-        builder.store(builder.srem(timeout_v, billion), cgutils.gep_inbounds(builder, ts, 0, 1))
         return builder.call(_syscall_fn(builder), [
             ir.Constant(_i64, SYS_FUTEX), addr_v, ir.Constant(_i64, FUTEX_WAIT),
-            builder.trunc(expected_v, _i32), builder.ptrtoint(ts, _i64)])
+            builder.trunc(expected_v, _i32), _timespec(builder, timeout_v)])
 
     return sig, codegen
 
@@ -95,13 +99,8 @@ def futex_waitv(typingctx, waiters, n, deadline_ns):
     def codegen(context, builder, signature, args):
         addr_v, n_v, deadline_v = (context.cast(builder, a, t, u) for a, t, u in
                                    zip(args, signature.args, sig.args, strict=True))
-        ts_t = ir.LiteralStructType([_i64, _i64])
-        ts = cgutils.alloca_once(builder, ts_t)
-        billion = ir.Constant(_i64, 1_000_000_000)
-        builder.store(builder.sdiv(deadline_v, billion), cgutils.gep_inbounds(builder, ts, 0, 0))
-        builder.store(builder.srem(deadline_v, billion), cgutils.gep_inbounds(builder, ts, 0, 1))
         return builder.call(_syscall_fn(builder), [
-            ir.Constant(_i64, SYS_FUTEX_WAITV), addr_v, n_v, ir.Constant(_i64, 0), builder.ptrtoint(ts, _i64),
+            ir.Constant(_i64, SYS_FUTEX_WAITV), addr_v, n_v, ir.Constant(_i64, 0), _timespec(builder, deadline_v),
             ir.Constant(_i64, CLOCK_MONOTONIC)])
 
     return sig, codegen

@@ -21,7 +21,7 @@ from rich.table import Table
 from rich.text import Text
 
 if TYPE_CHECKING:
-    from pipeline.ring import Ring  # imported when needed: numba
+    from pipeline.ring import RingReader  # imported when needed: numba
 
 WINDOW_NS = 60_000_000_000
 """Latency percentiles cover the order events of the last minute."""
@@ -37,26 +37,17 @@ class LatencyWindow:
     """frame->sent (EV_SENT: t_sent_ns - t_origin_ns) and sent->ack (EV_ACK: t_ack_ns - t_sent_ns) samples of one
     order ring over the last ``WINDOW_NS``, as (event time, latency) ns arrays."""
 
-    ring: Ring
-    seen: int = -1
+    reader: RingReader
     sent: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
     ack: np.ndarray = field(default_factory=lambda: np.zeros((0, 2), np.int64))
 
     def update(self, now_ns: int) -> None:
         """Read the records published since the last call (the first: the whole ring), drop samples older than
         the window."""
-        from pipeline.records import EV_ACK, EV_SENT
+        from pipeline.records import sent_and_acked
 
-        ring = self.ring
-        prod, cap = ring.producer_pos, ring.capacity
-        if self.seen < 0 or prod - self.seen >= cap:
-            recs = ring.last_published(cap)
-        else:
-            recs = ring.read(self.seen, prod - self.seen)
-        self.seen = prod
         cut = now_ns - WINDOW_NS
-        s = recs[(recs["event"] == EV_SENT) & (recs["t_sent_ns"] > 0) & (recs["t_origin_ns"] > 0)]
-        a = recs[(recs["event"] == EV_ACK) & (recs["t_ack_ns"] > 0) & (recs["t_sent_ns"] > 0)]
+        s, a = sent_and_acked(self.reader.read())
         self.sent = np.concatenate([self.sent, np.stack([s["t_sent_ns"], s["t_sent_ns"] - s["t_origin_ns"]], 1)])
         self.ack = np.concatenate([self.ack, np.stack([a["t_ack_ns"], a["t_ack_ns"] - a["t_sent_ns"]], 1)])
         self.sent = self.sent[self.sent[:, 0] >= cut]
@@ -147,10 +138,10 @@ class Sampler:
             name = r["name"]
             if name not in self.rings and name not in self.failed:
                 from pipeline.records import ORDER
-                from pipeline.ring import Ring, RingError
+                from pipeline.ring import Ring, RingError, RingReader
 
                 try:
-                    self.rings[name] = LatencyWindow(Ring.attach(f"{status['pipeline']}.{name}", ORDER))
+                    self.rings[name] = LatencyWindow(RingReader(Ring.attach(f"{status['pipeline']}.{name}", ORDER)))
                 except (RingError, OSError) as e:
                     self.failed[name] = str(e)
             if name in self.failed:

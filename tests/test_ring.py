@@ -16,7 +16,7 @@ from hypothesis import strategies as hs
 
 from pipeline.dedup import admit, admit_py
 from pipeline.records import BBO, PING, record_dtype
-from pipeline.ring import HEADER_BYTES, VERSION, W_VERSION, Ring, RingError, segment_path
+from pipeline.ring import HEADER_BYTES, VERSION, W_VERSION, Ring, RingError, RingReader, segment_path
 
 
 @pytest.fixture
@@ -84,6 +84,24 @@ def test_full_ring_never_overwrites_and_history_reads_behind_the_consumer(name: 
     assert len(cons.history(10)) == 0, "records the producer overwrote are not history any more"
     # seq 3 shares its slot with seq 11, which the producer may be writing right now: not returned
     assert list(cons.read(3, 8)["payload"]) == [4, 5, 6, 7, 100, 101, 102]
+
+
+def test_reader_follows_a_ring_it_does_not_consume_and_counts_what_it_missed(name: str) -> None:
+    prod = Ring.create(name, PING, 8)
+    cons = Ring.attach(name, PING)
+    reader = RingReader(Ring.attach(name, PING))
+    assert len(reader.read()) == 0 and reader.missed == 0
+    for i in range(5):
+        assert prod.try_push(_rec(i))
+    assert list(reader.read()["payload"]) == [0, 1, 2, 3, 4]
+    assert cons.fill == 5, "reading never consumes"
+    assert len(reader.read()) == 0
+    for i in range(5, 20):  # the consumer keeps up; the reader falls behind by more than the ring holds
+        assert prod.try_push(_rec(i))
+        cons.try_pop()
+    got = list(reader.read()["payload"])
+    assert got == list(range(13, 20)), "at most capacity - 1: the next slot may be mid-overwrite"
+    assert reader.missed == 8 and reader.pos == 20
 
 
 CONSUMER = """
