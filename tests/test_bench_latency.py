@@ -165,3 +165,18 @@ def test_bench_latency_on_the_real_replay_with_the_baseline(tmp_path: Path) -> N
         assert mv["value"] == pytest.approx(want, rel=1e-4), (sym, mv, want)
     assert "frame -> sent p99" in p.stdout and "baseline" in p.stdout
     assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"  # --plot: the CDFs of this run (matplotlib)
+
+
+@pytest.mark.parametrize("args, says", [
+    (["--replay", "/nonexistent/rec.gz"], "--replay: no such file: /nonexistent/rec.gz"),
+    (["--attach", "--baseline"], "--attach measures a running pipeline as it is"),
+    (["--config", "/nonexistent.toml"], "cannot read config"),
+])
+def test_bad_options_fail_with_one_line_before_anything_starts(tmp_path: Path, args: list[str], says: str) -> None:
+    p = subprocess.run([sys.executable, "-m", "bench.cli", "latency", "--config", str(ROOT / "configs" / "sim.toml"),
+                        "--run-dir", str(tmp_path / "run"), *args], capture_output=True, text=True, timeout=60,
+                       env=ENV, cwd=ROOT)
+    assert p.returncode == 1, p.stdout + p.stderr
+    failed = [ln for ln in p.stdout.splitlines() if "bench latency failed" in ln]
+    assert len(failed) == 1 and says in failed[0], p.stdout
+    assert not (tmp_path / "run").exists(), "nothing was started"
