@@ -1,7 +1,7 @@
 """Prometheus exposition of a running pipeline (``pipeline up --metrics-port N``): the supervisor serves
 ``http://127.0.0.1:N/metrics``, built on every scrape from ``Supervisor.status()`` (the figures of
 ``pipeline status --json``) and, for the latency histograms, from the ORDER records of the pipeline's ``order``
-rings, read back without consuming them (``Ring.read``). A scrape only reads: the stages never see it.
+rings, read back without consuming them (``RingReader``). A scrape only reads: the stages never see it.
 
 Metrics (all prefixed ``lowlat_``): per stage (label ``stage``) the counters ``stage_records_in``,
 ``stage_records_out``, ``stage_errors``, ``stage_restarts``, ``stage_waits`` and the gauges ``stage_running`` and

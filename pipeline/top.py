@@ -2,7 +2,7 @@
 
 Everything here reads: the supervisor's status reply (one control-socket request per refresh), psutil on the
 stages' pids, and the ORDER records of the pipeline's ``order`` rings, read back from shared memory without
-consuming them (``Ring.last_published`` / ``Ring.read``). The stages never notice. The render functions take a
+consuming them (``pipeline.ring.RingReader``). The stages never notice. The render functions take a
 status dict and a ``Sample`` and return rich renderables, so they are testable without a terminal.
 """
 
