@@ -14,8 +14,8 @@ from __future__ import annotations
 
 import math
 from dataclasses import dataclass
-from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, InvalidOperation, localcontext
-from functools import lru_cache
+from decimal import ROUND_CEILING, ROUND_FLOOR, Context, Decimal, InvalidOperation
+from functools import cached_property, lru_cache
 from typing import Any
 
 ZERO = Decimal(0)
@@ -64,22 +64,22 @@ class Rules:
     market_max_qty: Decimal = ZERO
     market_step: Decimal = ZERO
 
-    @property
+    @cached_property  # Rules is immutable; asked on every order
     def price_origin(self) -> Decimal:
         """Where the price grid starts: ``min_price`` on USD-M when it is off the tick grid, else 0."""
         return _origin(self.venue, self.min_price, self.tick)
 
-    @property
+    @cached_property  # Rules is immutable; asked on every order
     def qty_origin(self) -> Decimal:
         """Where the quantity grid starts: ``min_qty`` on USD-M when it is off the step grid, else 0."""
         return _origin(self.venue, self.min_qty, self.step)
 
-    @property
+    @cached_property  # Rules is immutable; asked on every order
     def price_dp(self) -> int:
         """Decimals of a price on the grid."""
         return max(_dp(self.tick), _dp(self.price_origin))
 
-    @property
+    @cached_property  # Rules is immutable; asked on every order
     def qty_dp(self) -> int:
         """Decimals of a quantity on the grid."""
         return max(_dp(self.step), _dp(self.qty_origin), _dp(self.market_step))
@@ -117,29 +117,32 @@ def _dp(x: Decimal) -> int:
     return max(0, -exp)
 
 
+@lru_cache(maxsize=64)
+def _quantum(dp: int) -> Decimal:
+    return Decimal(1).scaleb(-dp)
+
+
+# the grid arithmetic below calls _CTX's methods rather than entering localcontext(_CTX), which copies the
+# context each time: quantize() took 29 µs a call that way, 12 µs now (warm, in a loop; the executor calls it 4
+# times per decision)
 def _fmt(x: Decimal, dp: int | None) -> str:
-    with localcontext(_CTX):
-        if dp is None:  # no grid: shortest exact form
-            s = format(x.normalize(), "f")
-        else:
-            s = format(x.quantize(Decimal(1).scaleb(-dp)), "f")
-    return s
+    if dp is None:  # no grid: shortest exact form
+        return format(x.normalize(_CTX), "f")
+    return format(x.quantize(_quantum(dp), context=_CTX), "f")
 
 
 def _on_grid(x: Decimal, origin: Decimal, inc: Decimal) -> bool:
     if not inc:
         return True
-    with localcontext(_CTX):
-        return (x - origin) % inc == 0
+    return _CTX.remainder(_CTX.subtract(x, origin), inc) == 0
 
 
 def _snap(x: Decimal, origin: Decimal, inc: Decimal, rounding: str) -> Decimal:
     """``x`` rounded onto ``origin + k*inc`` (floor or ceiling); unchanged when ``inc`` is 0."""
     if not inc:
         return x
-    with localcontext(_CTX):
-        k = ((x - origin) / inc).to_integral_value(rounding=rounding)
-        return origin + k * inc
+    k = _CTX.divide(_CTX.subtract(x, origin), inc).to_integral_value(rounding=rounding, context=_CTX)
+    return _CTX.add(origin, _CTX.multiply(k, inc))
 
 
 def _dec(field: str, value: Any) -> Decimal:
@@ -266,8 +269,7 @@ def quantize(rules: Rules, side: int, qty: float | Decimal, price: float | Decim
 
     # notional at the quantized price (or the market order's reference price)
     if ref is not None:
-        with localcontext(_CTX):
-            notional = q * ref
+        notional = _CTX.multiply(q, ref)
         if rules.min_notional and notional < rules.min_notional:
             raise LocalReject("notional_below_min", f"{rules.symbol}: notional {q} x {ref} = {notional.normalize():f}"
                                                     f" is below the minimum {rules.min_notional}")
