@@ -105,6 +105,11 @@ class SupervisorSpec(_Strict):
     standby: bool = True
     """Keep a warm standby process per stage (imports done, functions compiled) so a restart takes
     milliseconds instead of an interpreter start; costs one idle process per stage."""
+    realtime: bool = True
+    """Run the loops of the blocking stages on the path to an order ring under ``SCHED_FIFO``, downstream above
+    upstream, so each record's consumer preempts its producer at once on a shared core (see
+    ``pipeline.supervisor.order_path_priorities``); needs root or an ``rtprio`` limit, else normal priority with
+    a status error."""
 
 
 class ServiceSpec(_Strict):

@@ -17,6 +17,7 @@ outside the instance: a standby process constructs a throwaway instance to warm 
 
 from __future__ import annotations
 
+import contextlib
 import fcntl
 import os
 import signal
@@ -77,7 +78,7 @@ class StageContext:
     stopping: bool = False
     """Set by SIGTERM: finish the current step and return."""
     ring_set: RingSet | None = None
-    """The inputs waited on together (several inputs), made at the first wait."""
+    """The waking inputs waited on together (several of them), made at the first wait."""
     _last_logged: dict[str, float] = field(default_factory=dict)
 
     def error(self, kind: str, text: str) -> None:
@@ -149,18 +150,19 @@ class Stage:
         responses on a thread, needs a shorter one)."""
         return BLOCK_TIMEOUT_S
 
+    def waking_inputs(self) -> list[int]:
+        """Indexes of the inputs whose records wake the stage; default all. An input left out is read when the
+        stage wakes for another reason (at the latest after ``idle_wait_s``), so it must not need each record at
+        once (the executor's books: only the latest matters when a signal comes)."""
+        return list(range(len(self.ctx.inputs)))
 
-def _wait_for_input(ctx: StageContext, timeout_s: float) -> None:
-    """Idle wait on the input rings by the stage's strategy, at most ``timeout_s``."""
+
+def _wait_for_input(ctx: StageContext, stage: Stage) -> None:
+    """Idle wait on the stage's waking inputs by its strategy, at most its ``idle_wait_s``."""
     ctx.row["waits"] += 1
-    if not ctx.inputs:
-        return
-    if len(ctx.inputs) == 1:
-        ctx.inputs[0].wait_ready(ctx.wait, timeout_s)
-    else:
-        if ctx.ring_set is None:
-            ctx.ring_set = RingSet(ctx.inputs)
-        ctx.ring_set.wait(ctx.wait, timeout_s)
+    if ctx.ring_set is None:
+        ctx.ring_set = RingSet([ctx.inputs[i] for i in stage.waking_inputs()])
+    ctx.ring_set.wait(ctx.wait, stage.idle_wait_s())
 
 
 def _resume(ctx: StageContext, stage: Stage, positions: list[int]) -> None:
@@ -203,7 +205,21 @@ def _compiling(ctx: StageContext | None) -> Iterator[None]:
             beater.join()
 
 
-def run(run_dir: Path, name: str, wait: str, standby: bool = False) -> int:
+def _realtime(ctx: StageContext, priority: int) -> None:
+    """Put every thread of this process (the loop and the threads the stage started, such as the executor's
+    venue readers, which would otherwise wait behind the whole chain for the CPU) under ``SCHED_FIFO`` at
+    ``priority`` (the supervisor's ``order_path_priorities``); refused: a status error, normal priority."""
+    if priority <= 0:
+        return
+    try:
+        for tid in sorted(int(t) for t in os.listdir("/proc/self/task")):
+            with contextlib.suppress(ProcessLookupError):  # a thread that has just ended
+                os.sched_setscheduler(tid, os.SCHED_FIFO, os.sched_param(priority))
+    except OSError as e:
+        ctx.error("realtime", f"SCHED_FIFO priority {priority} refused ({e.strerror}); running at normal priority")
+
+
+def run(run_dir: Path, name: str, wait: str, standby: bool = False, priority: int = 0) -> int:
     """Run one stage until SIGTERM; the process's exit code.
 
     ``standby``: import and compile everything first (attaching the rings and warming a throwaway instance of the
@@ -252,6 +268,7 @@ def run(run_dir: Path, name: str, wait: str, standby: bool = False) -> int:
         ctx.beat()
         _resume(ctx, stage, stage.rebuild())
         row["state"] = st.RUNNING
+        _realtime(ctx, priority)  # after start-up and rebuild, which may compute for seconds
         done = False
         while not ctx.stopping:
             ctx.beat()
@@ -260,7 +277,7 @@ def run(run_dir: Path, name: str, wait: str, standby: bool = False) -> int:
                 done = True
                 break
             if n == 0 and not ctx.stopping:
-                _wait_for_input(ctx, stage.idle_wait_s())
+                _wait_for_input(ctx, stage)
         row["state"] = st.STOPPING
         stage.flush()
         if done:
@@ -275,9 +292,10 @@ def run(run_dir: Path, name: str, wait: str, standby: bool = False) -> int:
 
 
 def main(argv: list[str]) -> None:
-    """``python -m pipeline.stage RUN_DIR STAGE WAIT [--standby]``; exits without interpreter teardown (nothing
-    is left to flush once ``run`` returns, and a restart waits for this process to be gone)."""
-    code = run(Path(argv[0]), argv[1], argv[2] if len(argv) > 2 else "block", "--standby" in argv)
+    """``python -m pipeline.stage RUN_DIR STAGE WAIT [--standby] [--rt=N]``; exits without interpreter teardown
+    (nothing is left to flush once ``run`` returns, and a restart waits for this process to be gone)."""
+    rt = next((int(a.split("=", 1)[1]) for a in argv if a.startswith("--rt=")), 0)
+    code = run(Path(argv[0]), argv[1], argv[2] if len(argv) > 2 else "block", "--standby" in argv, rt)
     sys.stdout.flush()
     sys.stderr.flush()
     os._exit(code)

@@ -9,6 +9,11 @@ host's CPUs except the lowest, which is left to the OS, interrupts and the super
 Wait strategy default: ``spin`` for a stage that has its CPUs to itself, ``block`` for one that shares, since a
 spinning stage on a shared core turns microseconds into milliseconds (shared/reference/IPC_BASELINE.md).
 
+Priority: on a shared core a woken consumer waits for its producer's time slice to end (up to milliseconds
+under EEVDF), so the blocking stages on the path to an order ring run their loops under ``SCHED_FIFO``, each one
+level above the stages that feed it: a record's consumer preempts its producer the moment it is published and the
+decision runs through the chain without waiting for the scheduler (``order_path_priorities``).
+
 Run detached: ``python -m pipeline.supervisor RUN_DIR [DURATION_S] [--tweaks] [--metrics-port N]``.
 """
 
@@ -75,6 +80,33 @@ def assign(cfg: PipelineConfig, host_cpus: set[int]) -> dict[str, tuple[list[int
     return out
 
 
+def order_path_priorities(cfg: PipelineConfig, placement: dict[str, tuple[list[int], str]]) -> dict[str, int]:
+    """``SCHED_FIFO`` priority per stage, 0 for normal scheduling. A stage gets one when ``supervisor.realtime``
+    is on, it waits by ``block`` (a spinning stage never sleeps, so it would starve its core) and an ``order``
+    ring is reachable from its outputs (or is one): 1 + its depth (the longest chain of rings from a source), so
+    downstream preempts upstream. Sinks, side branches and spinning stages stay normal."""
+    if not cfg.supervisor.realtime:
+        return {}
+    producers = {r: n for n, s in cfg.stages.items() for r in s.outputs}
+    depth: dict[str, int] = {}
+
+    def depth_of(name: str, seen: frozenset[str] = frozenset()) -> int:
+        if name not in depth:
+            ups = [producers[r] for r in cfg.stages[name].inputs if r in producers and producers[r] not in seen]
+            depth[name] = 1 + max((depth_of(u, seen | {name}) for u in ups), default=-1)
+        return depth[name]
+
+    on_path = {n for n, s in cfg.stages.items() if any(cfg.rings[r].type == "order" for r in s.outputs)}
+    todo = list(on_path)
+    while todo:
+        for r in cfg.stages[todo.pop()].inputs:
+            up = producers.get(r)
+            if up is not None and up not in on_path:
+                on_path.add(up)
+                todo.append(up)
+    return {n: 1 + depth_of(n) for n in on_path if placement[n][1] == "block"}
+
+
 @dataclass
 class ServiceProc:
     """The supervisor's view of one service process (e.g. the exchange simulator)."""
@@ -97,6 +129,8 @@ class StageProc:
     kind: str
     cpus: list[int]
     wait: str
+    priority: int = 0
+    """``SCHED_FIFO`` priority of the stage's loop; 0: normal (see ``order_path_priorities``)."""
     proc: subprocess.Popen | None = None
     restarts: int = 0
     recent: deque = field(default_factory=deque)
@@ -147,6 +181,7 @@ class Supervisor:
         self._clear_leftovers()
         host = os.sched_getaffinity(0)
         placement = assign(cfg, host)
+        priorities = order_path_priorities(cfg, placement)
         if len(host) > 1:
             os.sched_setaffinity(0, {min(host)})
         if self.apply_tweaks:
@@ -166,7 +201,7 @@ class Supervisor:
             self._wait_service(sv)
         for i, (name, spec) in enumerate(cfg.stages.items()):
             cpus, wait = placement[name]
-            self.stages[name] = sp = StageProc(name, i, spec.kind, cpus, wait)
+            self.stages[name] = sp = StageProc(name, i, spec.kind, cpus, wait, priorities.get(name, 0))
             self._spawn(sp)
 
     def _take_lock(self) -> None:
@@ -261,7 +296,7 @@ class Supervisor:
         """Start a stage process (or a standby for it) pinned to the stage's CPUs."""
         log = open(self.run_dir / "logs" / f"{sp.name}.log", "ab")
         env = dict(os.environ, PYTHONUNBUFFERED="1")
-        args = [sys.executable, "-m", "pipeline.stage", str(self.run_dir), sp.name, sp.wait]
+        args = [sys.executable, "-m", "pipeline.stage", str(self.run_dir), sp.name, sp.wait, f"--rt={sp.priority}"]
         proc = subprocess.Popen(args + (["--standby"] if standby else []), stdout=log, stderr=subprocess.STDOUT,
                                 stdin=subprocess.PIPE if standby else subprocess.DEVNULL, env=env)
         log.close()
@@ -423,7 +458,7 @@ class Supervisor:
                 stages.append({
                     "name": sp.name, "kind": sp.kind, "pid": sp.proc.pid if alive else None, "cpus": sp.cpus,
                     "standby_pid": sp.standby.pid if sp.standby and sp.standby.poll() is None else None,
-                    "wait": sp.wait, "state": state,
+                    "wait": sp.wait, "priority": sp.priority, "state": state,
                     "heartbeat_age_s": round(max(0, now - int(row["heartbeat_ns"])) / 1e9, 3) if alive else None,
                     "restarts": sp.restarts, "records_in": int(row["records_in"]),
                     "records_out": int(row["records_out"]), "waits": int(row["waits"]),

@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import pytest
 from conftest import BASE_CONFIG
 
@@ -75,3 +77,24 @@ def test_placement_and_default_wait_follow_the_core_count() -> None:
     text = text.replace('kind = "check"', 'kind = "check"\nwait = "yield"')
     placed = assign(parse(text, "x.toml", set(range(8))), set(range(8)))
     assert placed == {"source": ([1], "block"), "counter": ([1], "block"), "sink": ([2], "yield")}
+
+
+def test_order_path_runs_realtime_downstream_above_upstream() -> None:
+    from pipeline.supervisor import assign, order_path_priorities
+
+    sim = (Path(__file__).resolve().parents[1] / "configs" / "sim.toml").read_text()
+    cfg = parse(sim, "sim.toml", {0, 1})
+    # 2 cores, all blocking: feed -> bars -> stats -> executor by depth; the sinks are off the path to an order
+    assert order_path_priorities(cfg, assign(cfg, {0, 1})) == {"kucoin": 1, "bars": 2, "stats": 3, "executor": 4}
+    # a core for each stage: they spin, and a spinning SCHED_FIFO loop would starve its core
+    big = parse(sim, "sim.toml", set(range(16)))
+    assert order_path_priorities(big, assign(big, set(range(16)))) == {}
+    # one stage told to yield keeps normal scheduling; the others keep their depth
+    text = sim.replace('kind = "bars"', 'kind = "bars"\nwait = "yield"')
+    cfg = parse(text, "sim.toml", {0, 1})
+    assert order_path_priorities(cfg, assign(cfg, {0, 1})) == {"kucoin": 1, "stats": 3, "executor": 4}
+    # no order ring in the pipeline: nothing is on an order path
+    cfg = parse(GOOD, "x.toml", {0, 1})
+    assert order_path_priorities(cfg, assign(cfg, {0, 1})) == {}
+    cfg = parse(sim.replace("[supervisor]", "[supervisor]\nrealtime = false"), "sim.toml", {0, 1})
+    assert order_path_priorities(cfg, assign(cfg, {0, 1})) == {}

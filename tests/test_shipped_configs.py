@@ -5,6 +5,7 @@ full window from the start — and `configs/replay.toml` replays a real KuCoin r
 from __future__ import annotations
 
 import json
+import os
 import re
 from pathlib import Path
 
@@ -44,6 +45,17 @@ def test_sim_config_runs_feed_bars_stats_and_the_executor(make_pipeline) -> None
         assert ex["mode"] == "live" and ex["risk_state"]["state"] == "ok", ex
         assert set(ex["positions"]) == {"BTC-USDT", "ETH-USDT"} and ex["user_streams"] == {"kucoin": "up"}, ex
         assert ex["orders"]["rejected"] == 0, ex["orders"]
+        # the order path's blocking loops run SCHED_FIFO, downstream above upstream, every thread of them
+        depth = {"kucoin": 1, "bars": 2, "stats": 3, "executor": 4}
+        for name, x in stages.items():
+            want = depth.get(name, 0) if x["wait"] == "block" else 0
+            assert x["priority"] == want, (name, x["priority"])
+            for tid in os.listdir(f"/proc/{x['pid']}/task"):
+                try:
+                    policy, prio = os.sched_getscheduler(int(tid)), os.sched_getparam(int(tid)).sched_priority
+                except ProcessLookupError:  # a thread that has just ended
+                    continue
+                assert (policy, prio) == ((os.SCHED_FIFO, want) if want else (os.SCHED_OTHER, 0)), (name, tid)
     finally:
         p.down()
     assert (p.run_dir / "events.jsonl").exists()
