@@ -15,7 +15,7 @@ from decimal import Decimal, InvalidOperation
 from typing import Any
 
 from execution.ratelimit import Limiter
-from execution.venue import Done, Event, Fill, Reject, StreamState, Unknown, VenueError
+from execution.venue import Done, Event, Fill, OrderRequest, Reject, StreamState, Unknown, VenueError
 
 ZERO = Decimal(0)
 CLOCK_RESYNC_S = 600.0
@@ -107,6 +107,10 @@ class ClientCore:
         t1 = time.time_ns()
         self.offset_ms = int(srv - (t0 + t1) // 2 // 1_000_000)
         return self.offset_ms
+
+    def place_many(self, reqs: list[OrderRequest]) -> list[int]:
+        """``place`` each in turn (a venue client with a faster way overrides this)."""
+        return [self.place(r) for r in reqs]  # type: ignore[attr-defined]
 
     # ---- rate limits
     def gate(self, client_id: str, costs: Mapping[str, int]) -> bool:

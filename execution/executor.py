@@ -443,7 +443,9 @@ class Executor(Stage):
     # -- the loop ----------------------------------------------------------------------------------------------------
 
     def step(self) -> int:
-        n = self._drain_books()  # first: the stale-data guard and paper fills judge a signal on the books before it
+        # paper: the books first (a signal's simulated fills are judged on the books before it); live: the
+        # signal first, as the books serve only the stale-data guard, which drains them itself when in doubt
+        n = self._drain_books() if self.papers else 0
         k = self.sig_ring.peek_batch(self.sig_buf)
         for rec in self.sig_buf[:k]:
             self._signal(rec)
@@ -451,6 +453,8 @@ class Executor(Stage):
             self.sig_ring.release(k)
             self.ctx.row["records_in"] += k
             n += k
+        if not self.papers:
+            n += self._drain_books()
         for paper in self.papers:
             paper.poll(time.perf_counter_ns())
         for name, client in self.clients.items():
@@ -474,7 +478,25 @@ class Executor(Stage):
                 n += k
         return n
 
+    def waking_inputs(self) -> list[int]:
+        """The signals; the books too in paper mode (each one moves the simulated fills). Live, only the latest
+        book per instrument matters (the stale-data guard, repair prices): they are read when a signal or a venue
+        event wakes the loop, so a book update never interrupts the chain that makes the next decision."""
+        return [0, *range(1, 1 + len(self.book_rings))] if self.papers else [0]
+
     def _books(self, recs: np.ndarray) -> None:
+        if not self.papers:  # the newest complete book per instrument, from the end
+            seen: set[int] = set()
+            for r in recs[::-1]:
+                i = int(r["instrument"])
+                if i in seen or r["n_bids"] == 0 or r["n_asks"] == 0:
+                    continue
+                seen.add(i)
+                self.book_ns[i] = int(r["t_origin_ns"])
+                self.bid[i], self.ask[i] = float(r["bid_px"][0]), float(r["ask_px"][0])
+                if len(seen) == len(self.symbols):
+                    break
+            return
         for r in recs:
             i = int(r["instrument"])
             nb, na = int(r["n_bids"]), int(r["n_asks"])
@@ -511,6 +533,8 @@ class Executor(Stage):
         elif entry and (now - int(rec["t_pub_ns"])) / 1e6 > self.p.max_signal_age_ms:
             reason = "stale_signal"
         if reason is None and entry:
+            if not self.papers and min(self.book_ns[ia], self.book_ns[ib]) < now - self.p.risk.stale_ms * 1_000_000:
+                self._drain_books()  # books read lazily (see waking_inputs): newer ones may be waiting
             legs = [(self.symbols[i], mids[k] * float(rec["qty_a" if k == 0 else "qty_b"]), int(self.book_ns[i]))
                     for k, i in enumerate((ia, ib))]
             open_pairs = sum(1 for k, q in self.pairs.items() if k != pair and any(x != 0 for x in q.position))
@@ -553,6 +577,8 @@ class Executor(Stage):
         """Send the orders that bring both legs of ``pair`` to their targets, both at once (``intent``: the
         signal's journal line, written with the orders' lines in one system call)."""
         assert self.journal is not None
+        if not self.papers and (self.p.order_type == "post_only" or purpose in (PURPOSE_REPAIR, PURPOSE_FLATTEN)):
+            self._drain_books()  # these price off the live book, read lazily (see waking_inputs)
         ps = self.pairs[pair]
         orders: list[tuple[Order, v.OrderRequest]] = []
         lines = [intent] if intent is not None else []
@@ -591,8 +617,13 @@ class Executor(Stage):
             ps.live.add(o.client_id)
         if self.p.journal_sync == "before_send":
             self.journal.sync()  # every order on disk before any leaves
-        for o, req in orders:  # both legs written before either is acked
-            o.t_sent_ns = self.clients[o.venue].place(req)
+        by_venue: dict[str, list[tuple[Order, v.OrderRequest]]] = {}
+        for o, req in orders:
+            by_venue.setdefault(o.venue, []).append((o, req))
+        for venue, legs in by_venue.items():  # both legs written before either is acked, back to back
+            for (o, _), t in zip(legs, self.clients[venue].place_many([req for _, req in legs]), strict=True):
+                o.t_sent_ns = t
+        for _ in orders:
             self.risk.on_order_sent(time.perf_counter_ns())
         self.journal.sync()  # after_send: in the page cache before they left (a killed process loses nothing)
         for o, _ in orders:

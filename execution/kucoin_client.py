@@ -266,8 +266,40 @@ class KucoinClient(ClientCore):
 
     def place(self, req: OrderRequest) -> int:
         """Sign and write ``POST /api/v1/hf/orders`` on an idle lane; the lane's thread reports the response."""
+        return self.place_many([req])[0]
+
+    def place_many(self, reqs: list[OrderRequest]) -> list[int]:
+        """``place`` for several orders: all signed first, then written back to back on their lanes, so no
+        response (and no reader thread taking the GIL to parse it) lands between two legs of one decision."""
+        out = [0] * len(reqs)
+        staged: list[tuple[int, _Lane, _Job, bytes]] = []
+        for k, req in enumerate(reqs):
+            job = self._place_job(req)
+            if job is None:
+                continue
+            lane = self._claim(job)
+            if lane is None:  # closed, or every lane busy: the backlog
+                out[k] = self._submit(job)
+                continue
+            try:
+                endpoint, data, headers = self._prepare(job.method, job.path, job.query, job.body)
+                staged.append((k, lane, job, lane.conn.build_raw(job.method, endpoint, data, headers)))
+            except HttpError as e:
+                out[k] = self._failed(lane, job, e)
+        for k, lane, job, raw in staged:
+            job.deadline = time.monotonic() + self.timeout_s
+            try:
+                job.t_sent = lane.conn.write_raw(raw)
+                job.sent = True
+                out[k] = job.t_sent
+            except HttpError as e:
+                out[k] = self._failed(lane, job, e)
+        return out
+
+    def _place_job(self, req: OrderRequest) -> _Job | None:
+        """The request for one order, None when refused here (a Reject event follows)."""
         if not self.gate(req.client_id, {"spot": 1}):
-            return 0
+            return None
         body: dict[str, Any] = {"clientOid": req.client_id, "side": "buy" if req.side > 0 else "sell",
                                 "symbol": req.symbol}
         if req.kind == "market":
@@ -276,7 +308,7 @@ class KucoinClient(ClientCore):
             if req.price is None:
                 self.put(Reject(req.client_id, "bad_request", f"a {req.kind} order needs a price",
                                 time.perf_counter_ns()))
-                return 0
+                return None
             body.update(type="limit", price=req.price, size=req.qty)
             if req.kind == "post_only":
                 body.update(timeInForce="GTC", postOnly=True)
@@ -285,8 +317,7 @@ class KucoinClient(ClientCore):
         self._kinds[req.client_id] = req.kind
         if len(self._kinds) > 100_000:
             del self._kinds[next(iter(self._kinds))]
-        job = _Job("place", req.client_id, "POST", "/api/v1/hf/orders", None, orjson.dumps(body).decode())
-        return self._submit(job)
+        return _Job("place", req.client_id, "POST", "/api/v1/hf/orders", None, orjson.dumps(body).decode())
 
     def cancel(self, symbol: str, client_id: str) -> None:
         """``DELETE /api/v1/hf/orders/client-order/{clientOid}``; the outcome arrives on the private stream."""
@@ -297,27 +328,40 @@ class KucoinClient(ClientCore):
         self._submit(_Job("cancel", client_id, "DELETE", f"/api/v1/hf/orders/client-order/{client_id}",
                           {"symbol": symbol}, None))
 
+    def _claim(self, job: _Job) -> _Lane | None:
+        """An idle healthy lane claimed for ``job``; None when closed (nothing claimed) or all are busy."""
+        if self._closed.is_set() or not self._started:
+            return None
+        for lane in self.lanes:
+            if lane.conn.healthy and lane.claim(job):  # never a connection set-up on the caller's thread
+                return lane
+        return None
+
     def _submit(self, job: _Job) -> int:
         if self._closed.is_set() or not self._started:
             if job.kind == "place":
                 self.put(Reject(job.client_id, "not_connected", "client not started or closed: order not sent",
                                 time.perf_counter_ns()))
             return 0
-        for lane in self.lanes:
-            if lane.conn.healthy and lane.claim(job):  # never a connection set-up on the caller's thread
-                try:
-                    self._write(lane, job)  # the lane's thread is in select() on the socket: the response wakes it
-                except HttpError as e:
-                    lane.release()
-                    lane.wake()  # its thread reopens the connection
-                    self._write_failed(job, e)
-                    return time.perf_counter_ns() if e.sent and job.kind == "place" else 0
-                return job.t_sent
+        lane = self._claim(job)
+        if lane is not None:
+            try:
+                self._write(lane, job)  # the lane's thread is in select() on the socket: the response wakes it
+            except HttpError as e:
+                return self._failed(lane, job, e)
+            return job.t_sent
         lane = min(self.lanes, key=lambda ln: (len(ln.backlog), ln.busy))
         with lane.lock:
             lane.backlog.append(job)
         lane.wake()
         return time.perf_counter_ns()
+
+    def _failed(self, lane: _Lane, job: _Job, e: HttpError) -> int:
+        """A write on a claimed lane failed: free it (its thread reopens the connection) and report."""
+        lane.release()
+        lane.wake()
+        self._write_failed(job, e)
+        return time.perf_counter_ns() if e.sent and job.kind == "place" else 0
 
     def _write(self, lane: _Lane, job: _Job) -> None:
         endpoint, data, headers = self._prepare(job.method, job.path, job.query, job.body)

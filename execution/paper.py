@@ -158,6 +158,10 @@ class PaperVenue:
         self._schedule(now + self.latency_ns, "place", (req, self._books.get(req.symbol)))
         return now
 
+    def place_many(self, reqs: list[OrderRequest]) -> list[int]:
+        """``place`` each in turn."""
+        return [self.place(r) for r in reqs]
+
     def cancel(self, symbol: str, client_id: str) -> None:
         """Schedule a cancel at now + latency: a resting order is then canceled (``Done canceled``); an order
         unknown or already done is left alone (no event)."""

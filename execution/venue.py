@@ -169,6 +169,9 @@ class VenueClient(Protocol):
         """Send an order without waiting for its response; return the monotonic ns at which it was written to
         the socket (0 when refused locally by the rate limiter: a Reject event follows)."""
 
+    def place_many(self, reqs: list[OrderRequest]) -> list[int]:
+        """``place`` for the legs of one decision, in order, as close together as the venue's transport allows."""
+
     def cancel(self, symbol: str, client_id: str) -> None:
         """Ask the venue to cancel an order by client id (the outcome arrives as events)."""
 

@@ -420,13 +420,18 @@ class RingSet:
         self.rings = rings
         self.addrs = np.array([r.hdr.ctypes.data for r in rings], dtype=np.int64)
         self.waiters = np.zeros(3 * len(rings), dtype=np.int64)
-        self._wait = entry_point(wait_any, self.addrs, self.waiters, 0)
+        self._wait = entry_point(wait_any, self.addrs, self.waiters, 0) if len(rings) > 1 else None
 
     def wait(self, wait: str, timeout_s: float) -> None:
-        """Wait by strategy ``wait`` until one of the rings has a record (or ``timeout_s``)."""
+        """Wait by strategy ``wait`` until one of the rings has a record (or ``timeout_s``); no rings: return."""
+        if len(self.rings) <= 1:
+            if self.rings:
+                self.rings[0].wait_ready(wait, timeout_s)
+            return
         if any(r.fill for r in self.rings):
             return
         if wait == "block":
+            assert self._wait is not None
             for r in self.rings:
                 r.hdr[W_CONS_WAITS] += 1
             self._wait(self.addrs, self.waiters, int(timeout_s * 1e9))
