@@ -88,7 +88,7 @@ class Connection:
         self.last_used = 0.0
         self._pending = ""
         self._raw = ""
-        """The method of a request written by ``send_raw`` (its response is read without urllib3)."""
+        """The method of a request written by ``write_raw`` (its response is read without urllib3)."""
 
     def _new(self) -> HTTPConnection:
         cls = _TimedTLS if self.https else _Timed
@@ -138,16 +138,12 @@ class Connection:
         self.last_used = time.monotonic()
         return getattr(self.conn, "t_write", 0) or time.perf_counter_ns()
 
-    def send_raw(self, method: str, path: str, body: bytes | None = None,
-                 headers: Mapping[str, str] | None = None) -> int:
-        """``send`` for the order path: ``build_raw`` then ``write_raw``; the response is read by ``receive``."""
-        return self.write_raw(self.build_raw(method, path, body, headers))
-
     def build_raw(self, method: str, path: str, body: bytes | None = None,
                   headers: Mapping[str, str] | None = None) -> bytes:
-        """The request line, headers and body as one bytes object for ``write_raw`` (connecting first if need
-        be). Written by hand because http.client writes headers one call at a time and the body in a second send:
-        about 0.4 ms per order on this project's host against ~40 µs here (measured with ``bench latency``)."""
+        """``send`` for the order path, first half: the request line, headers and body as one bytes object for
+        ``write_raw`` (connecting first if need be); the response is read by ``receive``. Written by hand because
+        http.client writes headers one call at a time and the body in a second send: about 0.4 ms per order on
+        this project's host against ~40 µs here (measured with ``bench latency``)."""
         self.connect()
         url = self.prefix + path
         head = [f"{method} {url} HTTP/1.1", f"Host: {self.host}:{self.port}", f"User-Agent: {self.user_agent}",

@@ -282,16 +282,12 @@ class KucoinClient(ClientCore):
                 out[k] = self._submit(job)
                 continue
             try:
-                endpoint, data, headers = self._prepare(job.method, job.path, job.query, job.body)
-                staged.append((k, lane, job, lane.conn.build_raw(job.method, endpoint, data, headers)))
+                staged.append((k, lane, job, self._build(lane, job)))
             except HttpError as e:
                 out[k] = self._failed(lane, job, e)
         for k, lane, job, raw in staged:
-            job.deadline = time.monotonic() + self.timeout_s
             try:
-                job.t_sent = lane.conn.write_raw(raw)
-                job.sent = True
-                out[k] = job.t_sent
+                out[k] = self._send(lane, job, raw)
             except HttpError as e:
                 out[k] = self._failed(lane, job, e)
         return out
@@ -364,10 +360,19 @@ class KucoinClient(ClientCore):
         return time.perf_counter_ns() if e.sent and job.kind == "place" else 0
 
     def _write(self, lane: _Lane, job: _Job) -> None:
+        self._send(lane, job, self._build(lane, job))
+
+    def _build(self, lane: _Lane, job: _Job) -> bytes:
+        """The signed request of ``job`` as the bytes ``_send`` writes on ``lane``."""
         endpoint, data, headers = self._prepare(job.method, job.path, job.query, job.body)
+        return lane.conn.build_raw(job.method, endpoint, data, headers)
+
+    def _send(self, lane: _Lane, job: _Job, raw: bytes) -> int:
+        """Write ``job``'s request on its claimed ``lane``; the monotonic ns of the write."""
         job.deadline = time.monotonic() + self.timeout_s
-        job.t_sent = lane.conn.send_raw(job.method, endpoint, data, headers)
+        job.t_sent = lane.conn.write_raw(raw)
         job.sent = True
+        return job.t_sent
 
     def _write_failed(self, job: _Job, e: HttpError) -> None:
         if job.kind != "place":
