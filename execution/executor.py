@@ -66,7 +66,7 @@ from pipeline.status_file import StatusFile
 VENUES = ("kucoin", "binance", "binance-usdm")
 ENV_PREFIX = {"kucoin": "LOWLAT_KUCOIN", "binance": "LOWLAT_BINANCE", "binance-usdm": "LOWLAT_BINANCE_USDM"}
 """Credentials come from ``<prefix>_API_KEY``, ``<prefix>_API_SECRET`` (and ``<prefix>_API_PASSPHRASE`` for
-KuCoin) in the environment, never from files."""
+KuCoin) in the environment, or under those names from an owner-only file the user names; never from the repo."""
 BATCH = 64
 RATE_LIMITED = frozenset({"rate_limit", "429", "418"})
 """Reject codes of rate limits (ours or the venue's): the pair's repair waits ``RATE_HOLD_NS``."""
@@ -107,9 +107,12 @@ class ExecutorParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
 
     mode: Literal["paper", "live"] = "paper"
     """``paper``: fills simulated in-process, no network; ``live``: the venue clients."""
-    credentials: Literal["env", "simulator"] = "env"
-    """``env``: API keys from the environment (``LOWLAT_<VENUE>_API_KEY`` ...); ``simulator``: the local
-    simulator's public test credentials, refused unless every venue URL is on loopback."""
+    credentials: Literal["env", "file", "simulator"] = "env"
+    """``env``: API keys from the environment (``LOWLAT_<VENUE>_API_KEY`` ...); ``file``: the same names as
+    ``NAME=value`` lines in ``credentials_file``; ``simulator``: the local simulator's public test credentials,
+    refused unless every venue URL is on loopback."""
+    credentials_file: str = ""
+    """``credentials = "file"``: the file's path (``~`` expanded); it must be yours and mode 0600, else refused."""
     venues: dict[str, VenueParams] = {}
     """Per venue name (``kucoin``, ``binance``, ``binance-usdm``): endpoints."""
     order_type: Literal["ioc", "market", "post_only"] = "ioc"
@@ -178,6 +181,11 @@ def credentials(venue: str, p: ExecutorParams) -> Credentials:
             raise ValueError(f"credentials = \"simulator\" needs every {venue} URL on loopback (the local simulator)")
         return SIMULATOR
     pre = ENV_PREFIX[venue]
+    if p.credentials == "file":
+        if not p.credentials_file:
+            raise ValueError('credentials = "file" needs credentials_file = PATH')
+        return Credentials.from_file(os.path.expanduser(p.credentials_file), f"{pre}_API_KEY", f"{pre}_API_SECRET",
+                                     f"{pre}_API_PASSPHRASE" if venue == "kucoin" else None)
     return Credentials.from_env(f"{pre}_API_KEY", f"{pre}_API_SECRET",
                                 f"{pre}_API_PASSPHRASE" if venue == "kucoin" else None)
 

@@ -55,6 +55,41 @@ class Credentials:
             values.append(value)
         return cls(*values)
 
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str], key_var: str, secret_var: str,
+                  passphrase_var: str | None = None) -> Credentials:
+        """Read them from a file of ``NAME=value`` lines (the environment variables' names; blank lines and
+        ``#`` comments skipped) that must be yours and mode 0600: a file others can read is refused. Errors are
+        one-line ``ValueError``s naming the file, line or variable, never a value."""
+        where = os.fspath(path)
+        try:
+            fd = os.open(where, os.O_RDONLY | os.O_NOFOLLOW)
+        except OSError as e:
+            raise ValueError(f"credentials file {where}: {e.strerror}") from None
+        with os.fdopen(fd, encoding="utf-8") as f:
+            st = os.fstat(fd)
+            if st.st_uid != os.getuid():
+                raise ValueError(f"credentials file {where} belongs to uid {st.st_uid}, not to you (uid "
+                                 f"{os.getuid()}): refused")
+            if st.st_mode & 0o077:
+                raise ValueError(f"credentials file {where} is mode {st.st_mode & 0o777:04o}: others may read "
+                                 f"it; refused until `chmod 600 {where}`")
+            text = f.read()
+        found: dict[str, str] = {}
+        for n, line in enumerate(text.splitlines(), 1):
+            line = line.strip()
+            if not line or line.startswith("#"):
+                continue
+            name, eq, value = line.removeprefix("export ").partition("=")
+            if not eq or not name.strip():
+                raise ValueError(f"credentials file {where}, line {n}: not NAME=value")
+            found[name.strip()] = value.strip()
+        names = [key_var, secret_var] + ([passphrase_var] if passphrase_var else [])
+        missing = [name for name in names if not found.get(name)]
+        if missing:
+            raise ValueError(f"credentials file {where} has no {', '.join(missing)} (or it is empty)")
+        return cls(*(found[name] for name in names))
+
 
 SIMULATOR = Credentials("lowlat-sim-key", "lowlat-sim-secret", "lowlat-sim-pass")
 """The local simulator's public test credentials (``python -m feeds.simulator``; overridable with its
