@@ -27,7 +27,7 @@ import threading
 import time
 from dataclasses import dataclass, field
 from decimal import Decimal
-from typing import Literal
+from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
 import msgspec
@@ -116,7 +116,7 @@ class ExecutorParams(msgspec.Struct, forbid_unknown_fields=True, frozen=True):
     venues: dict[str, VenueParams] = {}
     """Per venue name (``kucoin``, ``binance``, ``binance-usdm``): endpoints."""
     order_type: Literal["ioc", "market", "post_only"] = "ioc"
-    slippage_bps: float = 10.0
+    slippage_bps: Annotated[float, msgspec.Meta(ge=0)] = 10.0
     """IOC price cap: decision mid +/- this (buy above, sell below)."""
     repair_attempts: int = 2
     """Re-sends of a leg's missing quantity after partial fills or rejects before the pair is flattened."""

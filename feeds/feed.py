@@ -18,7 +18,7 @@ import threading
 import time
 import urllib.error
 import urllib.request
-from typing import ClassVar
+from typing import Annotated, ClassVar
 
 import msgspec
 import websocket
@@ -45,8 +45,8 @@ class FeedParams(msgspec.Struct, forbid_unknown_fields=True):
     """Subscribe to best bid/ask (KuCoin ticker, Binance bookTicker)."""
     books: bool = False
     """Keep a local order book per symbol (depth diffs + REST snapshot) and publish its top levels."""
-    depth: int = BOOK_LEVELS
-    """Levels per side in book records (at most 10)."""
+    depth: Annotated[int, msgspec.Meta(ge=1, le=BOOK_LEVELS)] = BOOK_LEVELS
+    """Levels per side in book records (1 to 10)."""
     trades: bool = False
     """Subscribe to public trades."""
     record: str = ""

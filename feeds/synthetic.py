@@ -11,6 +11,7 @@ from __future__ import annotations
 
 import math
 import time
+from typing import Annotated
 
 import msgspec
 import numba
@@ -25,7 +26,7 @@ from pipeline.syscalls import monotonic_ns
 class SyntheticParams(msgspec.Struct, forbid_unknown_fields=True):
     """Parameters of the synthetic source."""
 
-    rate_hz: float = 1000.0
+    rate_hz: Annotated[float, msgspec.Meta(gt=0)] = 1000.0
     """Ticks per second of event time (both legs together)."""
     speed: float = 1.0
     """Wall-clock pacing as a multiple of event time (event times are the same at any speed)."""

@@ -14,7 +14,7 @@ import os
 import re
 import tomllib
 from pathlib import Path
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 import msgspec
 
@@ -53,9 +53,9 @@ class Instrument(_Strict):
     """The venue's symbol, e.g. ``BTC-USDT`` (KuCoin) or ``BTCUSDT`` (Binance)."""
     venue: str = "sim"
     """Venue name: ``kucoin``, ``binance``, ``binance-usdm`` or ``sim``."""
-    tick: float = 0.01
+    tick: Annotated[float, msgspec.Meta(gt=0)] = 0.01
     """Price increment."""
-    lot: float = 1e-8
+    lot: Annotated[float, msgspec.Meta(gt=0)] = 1e-8
     """Quantity increment."""
 
 
@@ -120,7 +120,7 @@ class ServiceSpec(_Strict):
     """Run as ``python -m <module> <args>``."""
     args: list[str] = []
     """Command-line arguments."""
-    port: int = 0
+    port: Annotated[int, msgspec.Meta(ge=0, le=65535)] = 0
     """Ready once 127.0.0.1:port accepts connections (0: ready once started)."""
 
 
@@ -174,8 +174,11 @@ def parse(text: str, source: str = "<config>", host_cpus: set[int] | None = None
         raw = tomllib.loads(text)
     except tomllib.TOMLDecodeError as e:
         raise _fail(source, "", f"not valid TOML: {e}") from None
+    where = _non_finite(raw)
+    if where is not None:  # no setting takes nan or inf (a price cap, a notional, a rate, a tick...)
+        raise _fail(source, where[0], f"must be a finite number, got {where[1]}")
     # tables of named entries are converted one by one, so an error names the entry (msgspec says "[...]")
-    for table, spec in (("rings", RingSpec), ("stages", StageSpec)):
+    for table, spec in (("rings", RingSpec), ("stages", StageSpec), ("services", ServiceSpec)):
         entries = raw.get(table)
         if isinstance(entries, dict):
             for name, value in entries.items():
@@ -192,6 +195,18 @@ def parse(text: str, source: str = "<config>", host_cpus: set[int] | None = None
         cfg = with_replay(cfg, source)
     _check(cfg, source, host_cpus if host_cpus is not None else os.sched_getaffinity(0))
     return cfg
+
+
+def _non_finite(value: object, key: str = "") -> tuple[str, str] | None:
+    """(key path, value) of the first nan or inf in a parsed config, if any."""
+    if isinstance(value, float) and not math.isfinite(value):
+        return key, _toml_value(value)
+    items = value.items() if isinstance(value, dict) else enumerate(value) if isinstance(value, list) else ()
+    for k, v in items:
+        found = _non_finite(v, f"{key}[{k}]" if isinstance(k, int) else f"{key}.{k}" if key else str(k))
+        if found is not None:
+            return found
+    return None
 
 
 def with_replay(cfg: PipelineConfig, source: str = "<config>") -> PipelineConfig:

@@ -6,6 +6,8 @@ from pathlib import Path
 
 import pytest
 from conftest import BASE_CONFIG
+from hypothesis import HealthCheck, given, settings
+from hypothesis import strategies as st
 
 from pipeline.config import ConfigError, parse
 
@@ -47,6 +49,12 @@ def test_good_config_parses_into_typed_structs() -> None:
     ('[stages.counter]\nkind = "count"', '[stages.counter]\nkind = "count"\nwait = "sleep"',
      "x.toml: stages.counter.wait: invalid enum value 'sleep'"),
     ('name = "cfgtest"', 'name = "cfg/test"', "x.toml: name: use letters"),
+    ("tick = 0.1", "tick = nan", "x.toml: instruments[0].tick: must be a finite number, got nan"),
+    ("tick = 0.01", "tick = 0", "x.toml: instruments[1].tick: expected `float` > 0.0"),
+    ("rate_hz = 2500", "rate_hz = inf", "x.toml: stages.source.params.rate_hz: must be a finite number, got inf"),
+    ("rate_hz = 2500", "rate_hz = -1", "x.toml: stages.source.params.rate_hz: expected `float` > 0.0"),
+    ("restart_window_s = 60", "restart_window_s = [1.0, -nan]",
+     "x.toml: supervisor.restart_window_s[1]: must be a finite number, got nan"),
 ])
 def test_problems_name_the_key(old: str, new: str, expect: str) -> None:
     assert old in GOOD
@@ -98,3 +106,37 @@ def test_order_path_runs_realtime_downstream_above_upstream() -> None:
     assert order_path_priorities(cfg, assign(cfg, {0, 1})) == {}
     cfg = parse(sim.replace("[supervisor]", "[supervisor]\nrealtime = false"), "sim.toml", {0, 1})
     assert order_path_priorities(cfg, assign(cfg, {0, 1})) == {}
+
+
+# -- hypothesis: any edit of a shipped config loads or fails with one line ---------------------------------------
+
+SHIPPED = {p.name: p.read_text() for p in sorted((Path(__file__).parents[1] / "configs").glob("*.toml"))}
+VALUE_TEXT = st.one_of(
+    st.integers(-2**70, 2**70).map(str), st.floats(allow_nan=False).map(repr),
+    st.sampled_from(["nan", "inf", "-inf", "-0.0", "0", "1e308", "true", "false", "[]", "{}", '""', "[1, \"a\"]",
+                     "{ a = 1 }", '"\\u0000"', "[[]]", "1979-05-27", "[-1]", "[0, 0]", "[99999]"]),
+    st.text(max_size=12).map(lambda s: '"' + s.replace("\\", "\\\\").replace('"', '\\"') + '"'),
+)
+
+
+@settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
+@given(st.sampled_from(sorted(SHIPPED)), st.data())
+def test_fuzz_config_edits_load_or_fail_with_one_line(name: str, data) -> None:
+    """Replace the value of a key, drop a line or add an unknown key, anywhere in a shipped config: ``parse``
+    returns a config or raises ConfigError (one line); never another exception."""
+    lines = SHIPPED[name].splitlines()
+    keyed = [i for i, line in enumerate(lines) if "=" in line and not line.lstrip().startswith("#")]
+    for _ in range(data.draw(st.integers(1, 3))):
+        i = data.draw(st.sampled_from(keyed))
+        edit = data.draw(st.sampled_from(["value", "drop", "unknown"]))
+        key = lines[i].split("=", 1)[0]
+        if edit == "value":
+            lines[i] = f"{key}= {data.draw(VALUE_TEXT)}"
+        elif edit == "drop":
+            lines[i] = ""
+        else:
+            lines[i] += f"\n{data.draw(st.from_regex(r'[a-z_]{1,8}', fullmatch=True))}x = 1"
+    try:
+        parse("\n".join(lines), "x.toml", {0, 1})
+    except ConfigError as e:
+        assert "\n" not in str(e) and str(e).startswith("x.toml: "), str(e)
