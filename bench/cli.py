@@ -171,5 +171,44 @@ def latency(
         raise typer.Exit(1) from None
 
 
+@app.command()
+def soak(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline config (TOML) with the simulator as a "
+                                                                "service.")] = Path("configs/sim.toml"),
+    minutes: Annotated[float, typer.Option(min=0.1, help="How long to run.")] = 30.0,
+    rate_x: Annotated[float, typer.Option(
+        "--rate-x", min=0.1, help="The simulator's message rate as a multiple of the recorded one.")] = 10.0,
+    recorded: Annotated[str, typer.Option(
+        "--recorded", help="The real recordings (comma-separated, one per instrument) whose message rate is "
+                           "multiplied.")] = ",".join(("../shared/data/recorded/binance_2024-08-08/"
+                                                       "spot_btcusdt_20240808.gz",
+                                                       "../shared/data/recorded/binance_2024-08-08/"
+                                                       "spot_ethusdt_20240808.gz")),
+    sample_s: Annotated[float, typer.Option("--sample-s", min=1.0, help="Seconds between samples.")] = 60.0,
+    orders_per_s: Annotated[float, typer.Option(
+        "--orders-per-s", min=0.0, help="Measurement orders per second (latency p99 per interval).")] = 2.0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run directory (default runs/NAME-soak).")] = None,
+) -> None:
+    """RSS of every stage at start and end, dropped frames, ring waits and latency p99 per interval under load."""
+    from rich.console import Console
+
+    from bench import latency as bench_latency
+    from bench import soak as bench_soak
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    try:
+        doc = bench_soak.run(config, minutes=minutes, rate_x=rate_x, recorded=_split(recorded), sample_s=sample_s,
+                             orders_per_s=orders_per_s, run_dir=run_dir,
+                             progress=lambda s: console.print(f"[dim]{s}[/]"))
+        bench_soak.render(doc, console)
+        if json_path is not None:
+            bench_latency.write_json(doc, json_path)
+            console.print(f"wrote {json_path}")
+    except bench_latency.BenchError as e:
+        console.print(f"[bold red]bench soak failed:[/] {e}", highlight=False, soft_wrap=True)
+        raise typer.Exit(1) from None
+
+
 if __name__ == "__main__":
     app()

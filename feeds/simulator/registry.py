@@ -60,7 +60,8 @@ class Registry:
         self.conns: dict[str, set[Conn]] = {v: set() for v in VENUES}
         self.subs: dict[Key, set[Conn]] = defaultdict(set)
         self.stats: dict[str, dict[str, int]] = {
-            v: {"connections_open": 0, "connections_total": 0, "frames_sent": 0, "rest_requests": 0}
+            v: {"connections_open": 0, "connections_total": 0, "frames_sent": 0, "frames_dropped": 0,
+                "rest_requests": 0}
             for v in VENUES}
         self.stall_until: dict[str, float] = dict.fromkeys(VENUES, 0.0)
         self.stall_hold: dict[str, bool] = dict.fromkeys(VENUES, True)
@@ -90,7 +91,9 @@ class Registry:
         conn.queue.put_nowait(None)
 
     def kill(self, conn: Conn) -> None:
-        """Cut the TCP connection without a close handshake."""
+        """Cut the TCP connection without a close handshake (the frames still queued for it are dropped)."""
+        if not conn.closed:
+            self.stats[conn.venue]["frames_dropped"] += conn.queue.qsize() + len(conn.held)
         self.close(conn)
         if conn.transport is not None:
             conn.transport.abort()
@@ -126,6 +129,8 @@ class Registry:
         if conn.held or self.stalled(conn.venue):
             if conn.held or self.stall_hold[conn.venue]:
                 conn.held.append(data)  # keeps order until the held frames are released
+            else:
+                self.stats[conn.venue]["frames_dropped"] += 1
             return
         self._put(conn, data)
 
