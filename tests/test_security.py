@@ -4,11 +4,14 @@ shared-memory status block) holds any of the key material."""
 
 from __future__ import annotations
 
+import json
 import os
 import re
 import secrets
+import shutil
 import subprocess
 import sys
+import tempfile
 from pathlib import Path
 
 import pytest
@@ -129,3 +132,60 @@ def test_no_output_of_a_live_run_holds_the_key_material(make_pipeline, tmp_path:
     for name, value in keys.items():
         leaks = [where for where, blob in blobs.items() if value.encode() in blob]
         assert not leaks, f"{name} found in {leaks}"
+
+
+OTHER_USER = """
+import json, os, socket, sys
+try:
+    os.setgroups([])
+    os.setgid(65534)
+    os.setuid(65534)
+except OSError:
+    sys.exit(77)
+with socket.socket(socket.AF_UNIX, socket.SOCK_STREAM) as s:
+    s.settimeout(10)
+    try:
+        s.connect(sys.argv[1])
+    except OSError as e:
+        print(json.dumps({"connect": e.strerror}))
+        sys.exit(0)
+    try:
+        s.sendall(json.dumps({"cmd": sys.argv[2]}).encode() + b"\\n")
+    except BrokenPipeError:  # refused before the request was read: the reply is waiting
+        pass
+    print(json.dumps({"reply": json.loads(s.makefile("rb").readline() or b"null")}))
+"""
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="becoming another user needs root")
+def test_control_requests_from_another_user_are_refused() -> None:
+    """The control socket is the owner's only (mode 0600: another user cannot connect); and were its mode opened,
+    the supervisor still refuses a peer of another uid (SO_PEERCRED) before reading the request."""
+    from conftest import BASE_CONFIG, Pipeline
+
+    top = Path(tempfile.mkdtemp(prefix="lowlat-sec-"))
+    top.chmod(0o755)  # the directories open, so only the socket's own mode and the peer check stand in the way
+    p = Pipeline(top, BASE_CONFIG.format(name="{name}", speed=1, count=0, max_restarts=3))
+    try:
+        p.up()
+        p.run_dir.chmod(0o755)
+        sock = p.run_dir / "control.sock"
+
+        def as_nobody(cmd: str) -> dict:
+            r = subprocess.run([sys.executable, "-c", OTHER_USER, str(sock), cmd], capture_output=True, text=True,
+                               timeout=60)
+            if r.returncode == 77:
+                pytest.skip("cannot become another user here")
+            assert r.returncode == 0, r.stderr
+            return json.loads(r.stdout)
+
+        assert as_nobody("status") == {"connect": "Permission denied"}
+        sock.chmod(0o666)
+        reply = as_nobody("down")["reply"]
+        assert reply["ok"] is False and reply["error"].startswith("refused: uid 65534"), reply
+        sock.chmod(0o600)
+        assert p.status()["stages"] and p.stage("sink")["state"] == "running", "the pipeline was not stopped"
+    finally:
+        p.down()
+        shutil.rmtree(top, ignore_errors=True)
+    assert not p.segments()
