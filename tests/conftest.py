@@ -86,6 +86,23 @@ def free_port() -> int:
         return s.getsockname()[1]
 
 
+def sim_toml(*sim_args: str) -> dict:
+    """``configs/sim.toml`` (parsed) under a unique name, its simulator on a free port (``sim_args`` added) and
+    every URL pointing there: runs beside any other test's pipeline."""
+    import tomllib
+
+    raw = tomllib.loads((Path(__file__).resolve().parents[1] / "configs" / "sim.toml").read_text())
+    port = free_port()
+    raw["name"] = f"t{uuid.uuid4().hex[:8]}"
+    raw["services"]["exchange"]["args"] = ["--port", str(port), "--seed", "7", *sim_args]
+    raw["services"]["exchange"]["port"] = port
+    url = f"http://127.0.0.1:{port}"
+    raw["stages"]["kucoin"]["params"]["rest_url"] = url
+    raw["stages"]["bars"]["params"]["rest_urls"] = {"kucoin": url}
+    raw["stages"]["executor"]["params"]["venues"] = {"kucoin": {"rest_url": url}}
+    return raw
+
+
 def feed_sinks(rings) -> str:
     """Config text: one checking sink ``s_<ring>`` per feed ring (feeds' src_seq is per frame, not contiguous)."""
     return "\n".join(f'[stages.s_{r}]\nkind = "check"\ninputs = ["{r}"]\n[stages.s_{r}.params]\n'

@@ -13,13 +13,11 @@ import json
 import math
 import subprocess
 import sys
-import tomllib
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ENV, SHARED, free_port
+from conftest import ENV, SHARED, sim_toml
 
 from bench import exec_metrics as em
 from pipeline.config import to_toml
@@ -124,15 +122,7 @@ def recorded_mids(path: Path, first_ms: int, last_ms: int) -> tuple[list[int], l
 
 @pytest.mark.skipif(not all(f.exists() for f in FILES), reason="the recorded BTC/ETH files are not here")
 def test_bench_latency_on_the_real_replay_with_the_baseline(tmp_path: Path) -> None:
-    raw = tomllib.loads((ROOT / "configs" / "sim.toml").read_text())
-    port = free_port()
-    raw["name"] = f"t{uuid.uuid4().hex[:8]}"
-    raw["services"]["exchange"]["args"] = ["--port", str(port), "--seed", "7", "--kucoin-ticker-ms", "0"]
-    raw["services"]["exchange"]["port"] = port
-    url = f"http://127.0.0.1:{port}"
-    raw["stages"]["kucoin"]["params"]["rest_url"] = url
-    raw["stages"]["bars"]["params"]["rest_urls"] = {"kucoin": url}
-    raw["stages"]["executor"]["params"]["venues"] = {"kucoin": {"rest_url": url}}
+    raw = sim_toml("--kucoin-ticker-ms", "0")
     cfg = tmp_path / "sim.toml"
     cfg.write_text(to_toml(raw))
     out, png = tmp_path / "latency.json", tmp_path / "latency.png"

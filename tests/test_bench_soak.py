@@ -9,12 +9,11 @@ import json
 import subprocess
 import sys
 import tomllib
-import uuid
 from pathlib import Path
 
 import numpy as np
 import pytest
-from conftest import ENV, SHARED, free_port
+from conftest import ENV, SHARED, sim_toml
 
 from pipeline.config import to_toml
 
@@ -30,15 +29,7 @@ def recorded_hz(path: Path) -> float:
 
 
 def test_bench_soak_reports_memory_drops_and_latency_per_interval(tmp_path: Path) -> None:
-    raw = tomllib.loads((ROOT / "configs" / "sim.toml").read_text())
-    port = free_port()
-    raw["name"] = f"t{uuid.uuid4().hex[:8]}"
-    raw["services"]["exchange"]["args"] = ["--port", str(port), "--seed", "7"]
-    raw["services"]["exchange"]["port"] = port
-    url = f"http://127.0.0.1:{port}"
-    raw["stages"]["kucoin"]["params"]["rest_url"] = url
-    raw["stages"]["bars"]["params"]["rest_urls"] = {"kucoin": url}
-    raw["stages"]["executor"]["params"]["venues"] = {"kucoin": {"rest_url": url}}
+    raw = sim_toml()
     cfg = tmp_path / "sim.toml"
     cfg.write_text(to_toml(raw))
     out, run = tmp_path / "soak.json", tmp_path / "run"
