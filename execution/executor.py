@@ -25,6 +25,7 @@ import os
 import sys
 import threading
 import time
+from collections import OrderedDict, deque
 from dataclasses import dataclass, field
 from decimal import Decimal
 from typing import Annotated, Literal
@@ -68,6 +69,11 @@ ENV_PREFIX = {"kucoin": "LOWLAT_KUCOIN", "binance": "LOWLAT_BINANCE", "binance-u
 """Credentials come from ``<prefix>_API_KEY``, ``<prefix>_API_SECRET`` (and ``<prefix>_API_PASSPHRASE`` for
 KuCoin) in the environment, or under those names from an owner-only file the user names; never from the repo."""
 BATCH = 64
+SETTLED_GRACE_NS = 10_000_000_000
+"""A settled order (terminal, every fill the venue reported is in) stays in memory this long, past the venue
+clients' request timeout (5 s), so a late response or event still finds it; then only the journal holds it."""
+SETTLED_KEPT = 4096
+"""Orders that left memory whose client ids are remembered, so their late venue events are not counted as unknown."""
 RATE_LIMITED = frozenset({"rate_limit", "429", "418"})
 """Reject codes of rate limits (ours or the venue's): the pair's repair waits ``RATE_HOLD_NS``."""
 RATE_HOLD_NS = 1_000_000_000
@@ -239,6 +245,11 @@ class Executor(Stage):
         """The paper venues among the clients (mode paper): fed the books and polled each step."""
         self.rules: dict[int, Rules] = {}
         self.orders: dict[str, Order] = {}
+        """The orders not yet settled (and, after a restart, those of the journal)."""
+        self.settling: deque[tuple[int, str]] = deque()
+        """(settled at, client id) of the settled orders still in memory, oldest first."""
+        self.settled: OrderedDict[str, None] = OrderedDict()
+        """The client ids of the latest ``SETTLED_KEPT`` orders that left memory: their late events are expected."""
         self.pairs: dict[int, PairState] = {}
         self.ledger = Ledger()
         self.risk = Risk(params.risk)
@@ -669,7 +680,8 @@ class Executor(Stage):
             return
         o = self.orders.get(ev.client_id)
         if o is None:
-            self.counts["stale_events"] += 1
+            if ev.client_id not in self.settled:  # a venue's "done" after the last fill settled the order is not
+                self.counts["stale_events"] += 1
             return
         if isinstance(ev, v.Ack):
             if o.on_ack(ev.venue_order_id, ev.t_ns):
@@ -785,6 +797,7 @@ class Executor(Stage):
         if o.status != "rejected":
             self._log({"t": "done", "cid": o.client_id, "status": o.status, "filled": str(o.filled)})
         o.venue_filled = o.filled
+        self.settling.append((time.perf_counter_ns(), o.client_id))  # leaves memory after SETTLED_GRACE_NS
         if not ps.live:
             self._maybe_repair(o.pair)
             self._after_orders(ps)
@@ -848,8 +861,25 @@ class Executor(Stage):
 
     # -- timers, venue view, status ----------------------------------------------------------------------------------
 
+    def _forget_settled(self, now: int) -> None:
+        """Settled orders past their grace leave memory (and this scan): a pipeline that trades for days keeps
+        only the orders of the last seconds. One that is working again (a late event made it look the venue up)
+        waits for the next settlement."""
+        while self.settling and now - self.settling[0][0] > SETTLED_GRACE_NS:
+            _, cid = self.settling.popleft()
+            o = self.orders.get(cid)
+            if o is None or not o.terminal or o.unknown or any(cid in ps.live for ps in self.pairs.values()):
+                continue
+            if o.venue_filled is not None and o.filled < o.venue_filled:
+                continue
+            del self.orders[cid]
+            self.settled[cid] = None
+            if len(self.settled) > SETTLED_KEPT:
+                self.settled.popitem(last=False)
+
     def _timers(self) -> None:
         now = time.perf_counter_ns()
+        self._forget_settled(now)
         limit = self.p.order_timeout_ms * 1_000_000
         rest = self.p.rest_ms * 1_000_000
         for o in list(self.orders.values()):
@@ -909,7 +939,8 @@ class Executor(Stage):
                          "expired": self.counts["expired"], "unknown": self.counts["unknown"],
                          "local_rejected": self.counts["local_rejected"], "repairs": self.counts["repairs"],
                          "flattens": self.counts["flattens"], "rejected_by_reason": dict(self.by_reason),
-                         "events_for_unknown_orders": self.counts["stale_events"]},
+                         "events_for_unknown_orders": self.counts["stale_events"],
+                         "in_memory": len(self.orders)},
               "reason_codes": list(self.reasons),
               "positions": positions, "realized_pnl": snap["realized_pnl"], "fees": snap["fees"],
               "risk_state": self.risk.snapshot(),

@@ -232,6 +232,9 @@ def test_round_trips_reconcile_to_the_simulators_account(make_pipeline, venue: s
         out = json.loads(cli("status", "--run-dir", str(p.run_dir), "--json").stdout)
         assert ex["orders"]["sent"] == 8 and ex["orders"]["filled"] == 8, ex["orders"]
         assert ex["orders"]["rejected"] == 0 and ex["risk_state"]["state"] == "ok", ex
+        # settled orders leave memory after their grace (10 s), and no venue event came for an unknown order
+        assert ex["orders"]["events_for_unknown_orders"] == 0, ex["orders"]
+        p.wait_for(lambda s: s["execution"]["orders"]["in_memory"] == 0, 30, "settled orders out of memory")
         # back to flat, up to the base-asset fee Binance spot takes from each buy (dust below one step)
         for v in ex["pairs"].values():
             assert all(abs(Decimal(x)) < Decimal("0.0001") for x in v["position"]), ex["pairs"]
