@@ -268,12 +268,13 @@ def run(run_dir: Path, name: str, wait: str, standby: bool = False, priority: in
         row["state"] = st.REBUILDING
         ctx.beat()
         _resume(ctx, stage, stage.rebuild())
-        row["state"] = st.RUNNING
         # what start-up made (modules, numba's compiled code, the rebuilt state) lives as long as the process: out
         # of the collector's sight, so a full collection on the hot path scans only what came later (without
-        # this, 30-40 ms in a stage with numba loaded, on the decision path when it happens there)
+        # this, ~50 ms in a stage with numba loaded, on the decision path when it happens there). Before RUNNING:
+        # a stage that reports running is in its loop.
         gc.collect()
         gc.freeze()
+        row["state"] = st.RUNNING
         _realtime(ctx, priority)  # after start-up and rebuild, which may compute for seconds
         done = False
         while not ctx.stopping:
