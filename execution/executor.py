@@ -187,13 +187,12 @@ def credentials(venue: str, p: ExecutorParams) -> Credentials:
             raise ValueError(f"credentials = \"simulator\" needs every {venue} URL on loopback (the local simulator)")
         return SIMULATOR
     pre = ENV_PREFIX[venue]
+    names = (f"{pre}_API_KEY", f"{pre}_API_SECRET", f"{pre}_API_PASSPHRASE" if venue == "kucoin" else None)
     if p.credentials == "file":
         if not p.credentials_file:
             raise ValueError('credentials = "file" needs credentials_file = PATH')
-        return Credentials.from_file(os.path.expanduser(p.credentials_file), f"{pre}_API_KEY", f"{pre}_API_SECRET",
-                                     f"{pre}_API_PASSPHRASE" if venue == "kucoin" else None)
-    return Credentials.from_env(f"{pre}_API_KEY", f"{pre}_API_SECRET",
-                                f"{pre}_API_PASSPHRASE" if venue == "kucoin" else None)
+        return Credentials.from_file(os.path.expanduser(p.credentials_file), *names)
+    return Credentials.from_env(*names)
 
 
 class Executor(Stage):
@@ -868,7 +867,7 @@ class Executor(Stage):
         while self.settling and now - self.settling[0][0] > SETTLED_GRACE_NS:
             _, cid = self.settling.popleft()
             o = self.orders.get(cid)
-            if o is None or not o.terminal or o.unknown or any(cid in ps.live for ps in self.pairs.values()):
+            if o is None or not o.terminal or o.unknown:  # (a settled id never returns to a pair's live set)
                 continue
             if o.venue_filled is not None and o.filled < o.venue_filled:
                 continue
