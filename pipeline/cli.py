@@ -132,7 +132,7 @@ def up(
     except (SupervisorError, OSError) as e:
         sup.shutdown()
         raise _fail(str(e)) from None
-    _report_cleanup(sup.cleaned)
+    _report_cleanup(sup.cleaned, sup.adopted)
     deadline = time.monotonic() + ready_timeout
     while not sup.ready() and time.monotonic() < deadline and not sup.stopping.is_set():
         sup.check()
@@ -145,9 +145,11 @@ def up(
     out.print(f"pipeline {sup.cfg.name} stopped", highlight=False)
 
 
-def _report_cleanup(cleaned: list[str]) -> None:
+def _report_cleanup(cleaned: list[str], adopted: list[str]) -> None:
     if cleaned:
         out.print(f"cleared what a previous run left: {', '.join(cleaned)}", highlight=False, soft_wrap=True)
+    if adopted:
+        out.print(f"took over from a killed supervisor: {', '.join(adopted)}", highlight=False, soft_wrap=True)
 
 
 def _up_detached(rd: Path, duration: float | None, tweaks: bool, ready_timeout: float, metrics_port: int = 0) -> None:
@@ -165,7 +167,7 @@ def _up_detached(rd: Path, duration: float | None, tweaks: bool, ready_timeout: 
         try:
             if request(rd, {"cmd": "ping"}, 5).get("ready"):
                 st = request(rd, {"cmd": "status"})
-                _report_cleanup(st["cleared_at_start"])
+                _report_cleanup(st["cleared_at_start"], st["adopted_at_start"])
                 out.print(stage_table(st))
                 out.print(f"detached: supervisor pid {proc.pid}; `pipeline status --run-dir {rd}`, "
                           f"`pipeline down --run-dir {rd}`", highlight=False, soft_wrap=True)

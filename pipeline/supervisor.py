@@ -39,10 +39,11 @@ import psutil
 
 from pipeline import status as st
 from pipeline import tweaks
+from pipeline.adopt import Adopted, exit_reason, lock_text, same_owner
 from pipeline.config import PipelineConfig, load
 from pipeline.control import SOCKET_NAME
 from pipeline.records import RECORD_TYPES
-from pipeline.ring import MAGIC, SHM_DIR, Ring
+from pipeline.ring import MAGIC, SHM_DIR, Ring, RingError
 from pipeline.stage import CONFIG_NAME
 
 if TYPE_CHECKING:
@@ -115,7 +116,7 @@ class ServiceProc:
     module: str
     args: list[str]
     port: int
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen | Adopted | None = None
     restarts: int = 0
     reason: str = ""
 
@@ -131,7 +132,7 @@ class StageProc:
     wait: str
     priority: int = 0
     """``SCHED_FIFO`` priority of the stage's loop; 0: normal (see ``order_path_priorities``)."""
-    proc: subprocess.Popen | None = None
+    proc: subprocess.Popen | Adopted | None = None
     restarts: int = 0
     recent: deque = field(default_factory=deque)
     state: str = "starting"  # supervisor's word: starting | up | restarting | failed | done | stopped
@@ -162,6 +163,10 @@ class Supervisor:
         self._dma = None
         self.tweak_results: list[tweaks.TweakResult] = []
         self.cleaned: list[str] = []
+        self.adopted: list[str] = []
+        """Processes taken over from a killed supervisor of this run directory and config (``pipeline.adopt``)."""
+        self._prev_owner = ""
+        self._lock_text = ""
         self.last_status: dict | None = None
         """Status taken as shutdown began (what `pipeline up` prints at the end)."""
 
@@ -178,7 +183,9 @@ class Supervisor:
                 self.metrics = MetricsServer(self.metrics_port, self._metrics_status, self._order_rings)
             except MetricsError as e:
                 raise SupervisorError(str(e)) from None
-        self._clear_leftovers()
+        left = self._leftovers() if same_owner(self._prev_owner, self._lock_text) else None
+        if left is None:
+            self._clear_leftovers()
         host = os.sched_getaffinity(0)
         placement = assign(cfg, host)
         priorities = order_path_priorities(cfg, placement)
@@ -187,22 +194,74 @@ class Supervisor:
         if self.apply_tweaks:
             self._dma = tweaks.DmaLatencyHold()
             self.tweak_results = tweaks.apply(state_dir=self.run_dir, hold=self._dma)
-        self.block = st.StatusBlock.create(cfg.name, len(cfg.stages))
-        for rname, spec in cfg.rings.items():
-            self.rings[rname] = Ring.create(f"{cfg.name}.{rname}", RECORD_TYPES[spec.type], spec.capacity)
+        if left is None:
+            self.block = st.StatusBlock.create(cfg.name, len(cfg.stages))
+            for rname, spec in cfg.rings.items():
+                self.rings[rname] = Ring.create(f"{cfg.name}.{rname}", RECORD_TYPES[spec.type], spec.capacity)
+            for name in cfg.stages:  # a previous run's status sections are not this run's
+                (self.run_dir / f"{name}.status.json").unlink(missing_ok=True)
+        else:
+            (self.run_dir / SOCKET_NAME).unlink(missing_ok=True)
         (self.run_dir / "logs").mkdir(exist_ok=True)
-        for name in cfg.stages:  # a previous run's status sections are not this run's
-            (self.run_dir / f"{name}.status.json").unlink(missing_ok=True)
         self._serve()
         for name, svc in cfg.services.items():
-            self.services[name] = ServiceProc(name, svc.module, list(svc.args), svc.port)
-            self._start_service(self.services[name])
+            self.services[name] = sv = ServiceProc(name, svc.module, list(svc.args), svc.port)
+            if left is not None and name in left:
+                sv.proc = left[name]
+                self.adopted.append(f"service {name} (pid {sv.proc.pid})")
+            else:
+                self._start_service(sv)
+        self._write_services()
         for sv in self.services.values():
             self._wait_service(sv)
         for i, (name, spec) in enumerate(cfg.stages.items()):
             cpus, wait = placement[name]
             self.stages[name] = sp = StageProc(name, i, spec.kind, cpus, wait, priorities.get(name, 0))
-            self._spawn(sp)
+            if left is not None and name in left:
+                sp.proc, sp.started = left[name], time.monotonic()
+                self.adopted.append(f"stage {name} (pid {sp.proc.pid})")
+                if self.cfg.supervisor.standby:
+                    sp.standby = self._popen(sp, standby=True)
+            else:
+                self._spawn(sp)
+
+    def _leftovers(self) -> dict[str, Adopted] | None:
+        """What a killed supervisor of this run directory and config left running, to take over: its status
+        block and rings (attached as they are), and its live stage and service processes by name. None when the
+        block or a ring is missing or does not match the config: then everything is cleared and started anew."""
+        cfg = self.cfg
+        try:
+            block = st.StatusBlock.attach(cfg.name)
+        except (FileNotFoundError, ValueError):
+            return None
+        rings: dict[str, Ring] = {}
+        try:
+            for rname, spec in cfg.rings.items():
+                rings[rname] = ring = Ring.attach(f"{cfg.name}.{rname}", RECORD_TYPES[spec.type])
+                if ring.capacity != spec.capacity:
+                    raise RingError(f"ring {rname}: capacity {ring.capacity}, the config says {spec.capacity}")
+            if len(block.rows) != len(cfg.stages):
+                raise RingError(f"status block of {len(block.rows)} stages, the config has {len(cfg.stages)}")
+        except RingError as e:
+            print(f"supervisor: not taking over the previous run ({e}); starting anew", file=sys.stderr, flush=True)
+            for ring in rings.values():
+                ring.close()
+            return None
+        self.block, self.rings = block, rings
+        left: dict[str, Adopted] = {}
+        for i, name in enumerate(cfg.stages):
+            pid = int(block.rows[i]["pid"])
+            proc = Adopted.find(pid, "pipeline.stage", str(self.run_dir), name) if pid > 0 else None
+            if proc is not None:
+                left[name] = proc
+        services = SHM_DIR / f"{cfg.name}.services"
+        for line in services.read_text().splitlines() if services.exists() else []:
+            pid, _, module = line.partition(" ")
+            name = next((n for n, s in cfg.services.items() if s.module == module), None)
+            proc = Adopted.find(int(pid), module) if name and pid.isdigit() else None
+            if proc is not None and name is not None:
+                left[name] = proc
+        return left
 
     def _take_lock(self) -> None:
         path = SHM_DIR / f"{self.cfg.name}.lock"
@@ -214,8 +273,10 @@ class Supervisor:
             os.close(fd)
             raise SupervisorError(f"pipeline {self.cfg.name!r} is already running (supervisor {holder}); "
                                   f"`pipeline down` first") from None
+        self._prev_owner = os.read(fd, 4096).decode(errors="replace").strip()  # a killed supervisor's
+        self._lock_text = lock_text(os.getpid(), str(self.run_dir), (self.run_dir / CONFIG_NAME).read_text())
         os.ftruncate(fd, 0)
-        os.write(fd, f"pid {os.getpid()} run dir {self.run_dir}".encode())
+        os.pwrite(fd, self._lock_text.encode(), 0)
         self._lock_fd = fd
 
     def _clear_leftovers(self) -> None:
@@ -269,7 +330,10 @@ class Supervisor:
         sv.proc = subprocess.Popen([sys.executable, "-m", sv.module, *sv.args], stdout=log, stderr=subprocess.STDOUT,
                                    stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         log.close()
-        # what the next `up` kills should this supervisor be killed (a service would keep its port)
+        self._write_services()
+
+    def _write_services(self) -> None:
+        """What the next `up` takes over (or kills) should this supervisor be killed (a service keeps its port)."""
         (SHM_DIR / f"{self.cfg.name}.services").write_text(
             "".join(f"{s.proc.pid} {s.module}\n" for s in self.services.values() if s.proc is not None))
 
@@ -348,7 +412,7 @@ class Supervisor:
             for sv in self.services.values():
                 if sv.proc is not None and sv.proc.poll() is not None:
                     sv.restarts += 1
-                    sv.reason = f"exited with code {sv.proc.returncode}; restarted"
+                    sv.reason = f"{exit_reason(sv.proc.returncode)}; restarted"
                     print(f"supervisor: service {sv.name} {sv.reason}", file=sys.stderr, flush=True)
                     self._start_service(sv)
             for sp in self.stages.values():
@@ -366,7 +430,7 @@ class Supervisor:
                     sp.reason = "published everything"
                     continue
                 if code is not None:
-                    why = f"exited with code {code}" if code >= 0 else f"killed by {signal.Signals(-code).name}"
+                    why = exit_reason(code)
                 elif row["state"] == st.RUNNING:
                     sp.state = "up"
                     age = (time.perf_counter_ns() - int(row["heartbeat_ns"])) / 1e9
@@ -482,6 +546,7 @@ class Supervisor:
                      "restarts": sv.restarts, "reason": sv.reason} for sv in self.services.values()]
         out = {"pipeline": self.cfg.name, "run_dir": str(self.run_dir), "supervisor_pid": os.getpid(),
                "stages": stages, "rings": rings, "services": services, "cleared_at_start": self.cleaned,
+               "adopted_at_start": self.adopted,
                "tweaks": [{"name": t.name, "status": t.status, "detail": t.detail} for t in self.tweak_results]}
         own: set[str] = set()
         for name in self.stages:  # sections stages publish themselves (executor ``execution``, stats ``pairs``)
@@ -670,6 +735,9 @@ def main(argv: list[str]) -> int:
         return 1
     if sup.cleaned:
         print(f"supervisor: cleared what a previous run left: {', '.join(sup.cleaned)}", file=sys.stderr, flush=True)
+    if sup.adopted:
+        print(f"supervisor: took over from a killed supervisor: {', '.join(sup.adopted)}", file=sys.stderr,
+              flush=True)
     sup.run(duration)
     return 0
 

@@ -120,7 +120,42 @@ def test_crash_loop_is_capped_and_status_says_why(make_pipeline) -> None:
     assert all(x["standby_pid"] is None for x in s["stages"])
 
 
-def test_killed_supervisor_is_cleaned_up_by_next_up(make_pipeline) -> None:
+def test_next_up_takes_over_from_a_killed_supervisor(make_pipeline) -> None:
+    """The stages run on while their supervisor is dead; the next `up` of the same config adopts the live ones with
+    their rings and starts only what died meanwhile, and the stream goes on without a gap or a duplicate."""
+    p = make_pipeline(RUNNING)
+    p.up()
+    s = p.status()
+    os.kill(s["supervisor_pid"], signal.SIGKILL)
+    pids = {x["name"]: x["pid"] for x in s["stages"]}
+    time.sleep(0.3)
+    assert all(psutil.pid_exists(pid) for pid in pids.values())
+    os.kill(pids["counter"], signal.SIGKILL)  # a stage dies while nobody supervises
+    ticks_before = next(r for r in s["rings"] if r["name"] == "ticks")["producer_pos"]
+    again = p.up()
+    assert "took over from a killed supervisor" in again.stdout, again.stdout
+    s2 = p.status()
+    assert s2["supervisor_pid"] != s["supervisor_pid"] and s2["cleared_at_start"] == []
+    assert {f"stage {n} (pid {pids[n]})" for n in ("source", "sink")} == set(s2["adopted_at_start"])
+    now = {x["name"]: x["pid"] for x in s2["stages"]}
+    assert now["source"] == pids["source"] and now["sink"] == pids["sink"], "live stages were replaced"
+    assert now["counter"] not in (None, pids["counter"])
+    assert next(r for r in s2["rings"] if r["name"] == "ticks")["producer_pos"] >= ticks_before, "rings re-created"
+    assert not list(p.run_dir.glob("sink.*.bin")), "the sink began a new stream"
+    before = _stage(s2, "sink")["records_in"]
+    s3 = p.wait_for(lambda s: _stage(s, "sink")["records_in"] > before + 500, what="records flowing")
+    assert _stage(s3, "sink")["counters"]["gaps"] == 0 and _stage(s3, "sink")["counters"]["dups"] == 0
+    # an adopted stage that dies is restarted like any other
+    os.kill(pids["sink"], signal.SIGKILL)
+    s4 = p.wait_for(lambda s: _stage(s, "sink")["pid"] not in (None, pids["sink"]) and
+                    _stage(s, "sink")["state"] == "running", what="adopted sink restarted")
+    assert "exit code unknown" in _stage(s4, "sink")["reason"]
+    p.down()
+    assert p.segments() == [] and not any(psutil.pid_exists(pid) and psutil.Process(pid).status() !=
+                                          psutil.STATUS_ZOMBIE for pid in pids.values())
+
+
+def test_killed_supervisor_of_another_config_is_cleaned_up_by_next_up(make_pipeline) -> None:
     p = make_pipeline(RUNNING)
     p.up()
     s = p.status()
@@ -128,9 +163,11 @@ def test_killed_supervisor_is_cleaned_up_by_next_up(make_pipeline) -> None:
     time.sleep(0.3)
     orphans = [x["pid"] for x in s["stages"]]
     assert all(psutil.pid_exists(pid) for pid in orphans)
+    p.config.write_text(p.config.read_text() + "\n# changed\n")  # another config: nothing is taken over
     again = p.up()
     assert "cleared what a previous run left" in again.stdout
     s2 = p.status()
+    assert s2["adopted_at_start"] == []
     assert all(x["state"] == "running" for x in s2["stages"])
     assert not set(orphans) & {x["pid"] for x in s2["stages"]}
     time.sleep(0.2)
