@@ -193,22 +193,55 @@ def soak(
     """RSS of every stage at start and end, dropped frames, ring waits and latency p99 per interval under load."""
     from rich.console import Console
 
-    from bench import latency as bench_latency
     from bench import soak as bench_soak
 
     console = Console(width=None if sys.stdout.isatty() else 200)
+    _report("soak", console, json_path, bench_soak.render, lambda: bench_soak.run(
+        config, minutes=minutes, rate_x=rate_x, recorded=_split(recorded), sample_s=sample_s,
+        orders_per_s=orders_per_s, run_dir=run_dir, progress=lambda s: console.print(f"[dim]{s}[/]")))
+
+
+@app.command()
+def chaos(
+    config: Annotated[Path, typer.Option("--config", "-c", help="Pipeline config (TOML) with the simulator as a "
+                                                                "service.")] = Path("configs/sim.toml"),
+    kills: Annotated[int, typer.Option(min=1, help="SIGKILLs of random stages and of the supervisor.")] = 50,
+    seed: Annotated[int, typer.Option(help="Seed of the kill sequence (targets and moments).")] = 1,
+    orders_per_s: Annotated[float, typer.Option(
+        "--orders-per-s", min=0.0, help="Measurement orders per second (so that kills land between send, ack "
+                                        "and fill).")] = 2.0,
+    json_path: Annotated[Path | None, typer.Option("--json", help="Also write the results as JSON here.")] = None,
+    run_dir: Annotated[Path | None, typer.Option("--run-dir", help="Run directory (default runs/NAME-chaos).")] = None,
+) -> None:
+    """SIGKILL random stages and the supervisor while the pipeline trades; compare bars, signals, events and
+    orders with the uninterrupted computation. Exits 1 on any mismatch, duplicate order or leftover."""
+    from rich.console import Console
+
+    from bench import chaos as bench_chaos
+
+    console = Console(width=None if sys.stdout.isatty() else 200)
+    doc = _report("chaos", console, json_path, bench_chaos.render, lambda: bench_chaos.run(
+        config, kills=kills, seed=seed, orders_per_s=orders_per_s, run_dir=run_dir,
+        progress=lambda s: console.print(f"[dim]{s}[/]")))
+    if doc["mismatches"] or doc["duplicate_orders"] or doc["left_after_down"]:
+        raise typer.Exit(1)
+
+
+def _report(what: str, console, json_path: Path | None, render, make) -> dict:  # type: ignore[no-untyped-def]
+    """Run a bench (``make()`` -> its JSON document), print its table, write the JSON; a BenchError is one line and
+    exit code 1."""
+    from bench import latency as bench_latency
+
     try:
-        doc = bench_soak.run(config, minutes=minutes, rate_x=rate_x, recorded=_split(recorded), sample_s=sample_s,
-                             orders_per_s=orders_per_s, run_dir=run_dir,
-                             progress=lambda s: console.print(f"[dim]{s}[/]"))
-        bench_soak.render(doc, console)
+        doc = make()
+        render(doc, console)
         if json_path is not None:
             bench_latency.write_json(doc, json_path)
             console.print(f"wrote {json_path}")
+        return doc
     except bench_latency.BenchError as e:
-        console.print(f"[bold red]bench soak failed:[/] {e}", highlight=False, soft_wrap=True)
+        console.print(f"[bold red]bench {what} failed:[/] {e}", highlight=False, soft_wrap=True)
         raise typer.Exit(1) from None
-
 
 if __name__ == "__main__":
     app()

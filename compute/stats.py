@@ -294,6 +294,15 @@ def json_row(ts_ms: int, beta: float, spread: float, mu: float, sigma: float, z:
     return ",".join(parts) + "}\n"
 
 
+def event_line(r: np.void, pairs: list[PairCfg], names: list[str | None]) -> str:
+    """The events.jsonl line of one row of the kernel's row buffer (``names[p]``: the pair's name, or None with
+    one pair); ValueError when the seed's encoder would refuse it (a non-finite number)."""
+    p = int(r["pair"])
+    return json_row(int(r["ts_ms"]), float(r["beta"]), float(r["spread"]), float(r["mu"]), float(r["sigma"]),
+                    float(r["z"]), mode_name(int(r["mode"]), pairs[p].window), POSITIONS[int(r["pos"])],
+                    ACTIONS[int(r["action"])], float(r["pnl"]), names[p])
+
+
 def short_name(symbol: str) -> str:
     """The base asset for console lines: BTC-USDT -> BTC, BTCUSDT -> BTC."""
     base = symbol.rpartition(":")[2]
@@ -505,9 +514,7 @@ class StatsStage(Stage):
             pc = self.pairs[p]
             name = self.pair_names[p]
             try:
-                lines.append(json_row(int(r["ts_ms"]), float(r["beta"]), float(r["spread"]), float(r["mu"]),
-                                      float(r["sigma"]), float(r["z"]), mode_name(int(r["mode"]), pc.window),
-                                      POSITIONS[int(r["pos"])], ACTIONS[int(r["action"])], float(r["pnl"]), name))
+                lines.append(event_line(r, self.pairs, self.pair_names))
             except ValueError as e:
                 self.dropped_rows += 1
                 self.ctx.error("events", f"row not written ({e}), as the seed's encoder would refuse it")

@@ -20,6 +20,7 @@ Run detached: ``python -m pipeline.supervisor RUN_DIR [DURATION_S] [--tweaks] [-
 from __future__ import annotations
 
 import argparse
+import contextlib
 import fcntl
 import json
 import os
@@ -248,6 +249,14 @@ class Supervisor:
                 ring.close()
             return None
         self.block, self.rings = block, rings
+        current = {int(x) for x in block.rows["pid"] if x > 0}
+        for p in psutil.process_iter(["cmdline"]):  # its idle standbys (they would leave once compiled)
+            cmd = p.info["cmdline"] or []
+            # a standby that took over a stage keeps --standby in its command line: it is the stage's process
+            if "pipeline.stage" in cmd and str(self.run_dir) in cmd and "--standby" in cmd and p.pid not in current:
+                with contextlib.suppress(psutil.Error):
+                    p.kill()
+                    self.cleaned.append(f"standby process {p.pid}")
         left: dict[str, Adopted] = {}
         for i, name in enumerate(cfg.stages):
             pid = int(block.rows[i]["pid"])
