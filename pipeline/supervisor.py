@@ -343,8 +343,12 @@ class Supervisor:
 
     def _write_services(self) -> None:
         """What the next `up` takes over (or kills) should this supervisor be killed (a service keeps its port)."""
-        (SHM_DIR / f"{self.cfg.name}.services").write_text(
-            "".join(f"{s.proc.pid} {s.module}\n" for s in self.services.values() if s.proc is not None))
+        text = "".join(f"{s.proc.pid} {s.module}\n" for s in self.services.values() if s.proc is not None)
+        path = SHM_DIR / f"{self.cfg.name}.services"
+        if text:
+            path.write_text(text)
+        else:
+            path.unlink(missing_ok=True)
 
     def _wait_service(self, sv: ServiceProc) -> None:
         """Wait until the service accepts connections on its port (or at least runs)."""

@@ -355,7 +355,7 @@ def test_pipeline_replay_feeds_a_running_pipeline_in_place_of_its_feed(make_pipe
     assert (np.diff(recs["src_seq"].astype(np.int64)) >= 0).all()
 
 
-def test_up_after_a_killed_supervisor_replaces_its_simulator(make_pipeline):
+def test_up_after_a_killed_supervisor_takes_over_or_replaces_its_simulator(make_pipeline):
     import psutil
     from conftest import cli
 
@@ -365,6 +365,16 @@ def test_up_after_a_killed_supervisor_replaces_its_simulator(make_pipeline):
     s = p.status()
     old = s["services"][0]["pid"]
     os.kill(s["supervisor_pid"], signal.SIGKILL)
+    # the same config: the live simulator is taken over, and the feed goes on reading it
+    again = cli("up", "--config", str(p.config), "--run-dir", str(p.run_dir), "--detach")
+    assert "took over from a killed supervisor" in again.stdout and f"(pid {old})" in again.stdout, again.stdout
+    assert p.status()["services"][0]["pid"] == old
+    before = next(x for x in p.status()["stages"] if x["name"] == "sink")["records_in"]
+    p.wait_for(lambda s: next(x for x in s["stages"] if x["name"] == "sink")["records_in"] > before + 20, 60,
+               "records after the takeover")
+    # another config: the old simulator holds the port, so the new up kills it and starts its own
+    os.kill(p.status()["supervisor_pid"], signal.SIGKILL)
+    p.config.write_text(p.config.read_text() + "\n# changed\n")
     again = cli("up", "--config", str(p.config), "--run-dir", str(p.run_dir), "--detach")
     assert f"service process {old}" in again.stdout, "the old simulator held the port; the new up cleared it"
     assert not psutil.pid_exists(old) or psutil.Process(old).status() == psutil.STATUS_ZOMBIE
