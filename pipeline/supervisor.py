@@ -263,11 +263,9 @@ class Supervisor:
             proc = Adopted.find(pid, "pipeline.stage", str(self.run_dir), name) if pid > 0 else None
             if proc is not None:
                 left[name] = proc
-        services = SHM_DIR / f"{cfg.name}.services"
-        for line in services.read_text().splitlines() if services.exists() else []:
-            pid, _, module = line.partition(" ")
+        for pid, module in self._recorded_services():
             name = next((n for n, s in cfg.services.items() if s.module == module), None)
-            proc = Adopted.find(int(pid), module) if name and pid.isdigit() else None
+            proc = Adopted.find(pid, module) if name else None
             if proc is not None and name is not None:
                 left[name] = proc
         return left
@@ -316,19 +314,16 @@ class Supervisor:
             if magic in (MAGIC, st.MAGIC) or path.name == f"{name}.status":
                 path.unlink(missing_ok=True)
                 self.cleaned.append(str(path))
-        services = SHM_DIR / f"{name}.services"
-        if services.exists():
-            for line in services.read_text().splitlines():
-                pid, _, module = line.partition(" ")
-                try:
-                    proc = psutil.Process(int(pid))
-                    if module in proc.cmdline():
-                        proc.kill()
-                        proc.wait(5)
-                        self.cleaned.append(f"service process {pid} ({module})")
-                except (psutil.Error, OSError, ValueError):
-                    pass
-            services.unlink()
+        for pid, module in self._recorded_services():
+            try:
+                proc = psutil.Process(pid)
+                if module in proc.cmdline():
+                    proc.kill()
+                    proc.wait(5)
+                    self.cleaned.append(f"service process {pid} ({module})")
+            except (psutil.Error, OSError):
+                pass
+        (SHM_DIR / f"{name}.services").unlink(missing_ok=True)
         sock = self.run_dir / SOCKET_NAME
         if sock.exists():
             sock.unlink()
@@ -340,6 +335,15 @@ class Supervisor:
                                    stdin=subprocess.DEVNULL, env=dict(os.environ, PYTHONUNBUFFERED="1"))
         log.close()
         self._write_services()
+
+    def _recorded_services(self) -> list[tuple[int, str]]:
+        """(pid, module) of the service processes a previous supervisor of this pipeline wrote down."""
+        path = SHM_DIR / f"{self.cfg.name}.services"
+        try:
+            lines = path.read_text().splitlines()
+        except OSError:
+            return []
+        return [(int(pid), module) for pid, _, module in (line.partition(" ") for line in lines) if pid.isdigit()]
 
     def _write_services(self) -> None:
         """What the next `up` takes over (or kills) should this supervisor be killed (a service keeps its port)."""
