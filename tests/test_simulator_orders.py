@@ -814,3 +814,48 @@ def test_order_latency_option() -> None:
     finally:
         assert s.stop() == 0
 
+
+
+def test_clock_skew_moves_every_time_the_venue_sends_and_the_window_it_checks() -> None:
+    s = Sim(*SIM_ARGS).ready()
+    try:
+        rest = Rest(s)
+        body = {"clientOid": "skew-1", "side": "buy", "symbol": "BTC-USDT", "type": "market", "size": "0.0001"}
+        assert abs(s.get("/api/v1/timestamp")["data"] - now_ms()) < 1000
+        assert s.fault(kind="clock_skew", venue="kucoin", ms=7000)["ok"]
+        assert abs(s.get("/api/v1/timestamp")["data"] - now_ms() - 7000) < 1000
+        assert abs(s.get("/api/v3/time")["serverTime"] - now_ms()) < 1000, "only the venue asked for moves"
+        # a client on the host clock is now 7 s behind the venue: refused as a real KuCoin does
+        assert rest.kucoin("POST", "/api/v1/hf/orders", body)[1]["code"] == "400002"
+        status, out, _ = rest.kucoin("POST", "/api/v1/hf/orders", body, ts=now_ms() + 7000)
+        assert status == 200 and out["code"] == "200000", out
+        order = rest.kucoin("GET", "/api/v1/hf/orders/client-order/skew-1?symbol=BTC-USDT", ts=now_ms() + 7000)[1]
+        assert abs(order["data"]["createdAt"] - now_ms() - 7000) < 1000, order
+        # market data carries the venue's clock
+        token = s.request("/api/v1/bullet-public", method="POST")[1]["data"]
+        ws = websocket.create_connection(f"{token['instanceServers'][0]['endpoint']}?token={token['token']}"
+                                         "&connectId=skew", timeout=10)
+        assert json.loads(ws.recv())["type"] == "welcome"
+        ws.send(json.dumps({"id": 1, "type": "subscribe", "topic": "/market/ticker:BTC-USDT", "response": True}))
+        msg = json.loads(ws.recv())
+        while msg.get("type") != "message":
+            msg = json.loads(ws.recv())
+        assert abs(msg["data"]["time"] - now_ms() - 7000) < 1000, msg
+        ws.close()
+        # Binance: a venue clock behind the host's, -1021 until the client follows it
+        s.fault(kind="clock_skew", venue="binance", ms=-9000)
+        assert abs(s.get("/api/v3/time")["serverTime"] - now_ms() + 9000) < 1000
+        p = {"symbol": "BTCUSDT", "side": "BUY", "type": "MARKET", "quantity": "0.0001", "newClientOrderId": "skew-2"}
+        assert rest.binance("POST", "/api/v3/order", p)[1] == {
+            "code": -1021, "msg": "Timestamp for this request was 1000ms ahead of the server's time."}
+        status, out, _ = rest.binance("POST", "/api/v3/order", p, ts=now_ms() - 9000)
+        assert status == 200 and abs(out["transactTime"] - now_ms() + 9000) < 1000, out
+        assert s.stats()["clock_skew_ms"] == {"kucoin": 7000, "binance": -9000}
+        # 0 puts a venue back; nonsense is refused with the reason
+        s.fault(kind="clock_skew", venue="all", ms=0)
+        assert abs(s.get("/api/v1/timestamp")["data"] - now_ms()) < 1000 and s.stats()["clock_skew_ms"] == {}
+        for bad, why in (({"ms": 1.5}, "whole number"), ({"venue": "mexc", "ms": 5}, "not mexc")):
+            status, out, _ = s.request("/_sim/fault", {"kind": "clock_skew", **bad})
+            assert status == 400 and why in out["error"], out
+    finally:
+        assert s.stop() == 0

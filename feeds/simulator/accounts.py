@@ -161,11 +161,12 @@ def param_text(v: Any) -> str:
     return str(v)
 
 
-def timestamp_ok(ts: int, sim_now_ms: int, window_ms: int, ahead_ms: int) -> bool:
+def timestamp_ok(ts: int, sim_now_ms: int, window_ms: int, ahead_ms: int, skew_ms: int = 0) -> bool:
     """True when ``ts`` is at most ``ahead_ms`` ahead of and ``window_ms`` behind the simulator's clock or the wall
-    clock (clients may sync to either: ``/time`` gives the simulated one, which drifts with ``--speed``)."""
+    clock (clients may sync to either: ``/time`` gives the simulated one, which drifts with ``--speed``), both
+    moved by the venue's ``clock_skew`` fault ``skew_ms``."""
     wall = int(time.time() * 1000)
-    return any(now - window_ms <= ts < now + ahead_ms for now in (sim_now_ms, wall))
+    return any(now + skew_ms - window_ms <= ts < now + skew_ms + ahead_ms for now in (sim_now_ms, wall))
 
 
 class Window:

@@ -142,7 +142,7 @@ class BinanceVenue:
         return i, None
 
     async def time(self, request: web.Request) -> web.Response:
-        return js({"serverTime": self.engine.now_ms()})
+        return js({"serverTime": self.engine.venue_ms(self.name)})
 
     async def ping(self, request: web.Request) -> web.Response:
         return js({})
@@ -163,7 +163,7 @@ class BinanceVenue:
             wanted = [i for i in found if i is not None]
         symbols = [self._futures_info(i) if self.futures else self._spot_info(i) for i in wanted]
         if self.futures:
-            return js({"timezone": "UTC", "serverTime": self.engine.now_ms(), "futuresType": "U_MARGINED",
+            return js({"timezone": "UTC", "serverTime": self.engine.venue_ms(self.name), "futuresType": "U_MARGINED",
                        "rateLimits": [
                            {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 2400},
                            {"rateLimitType": "ORDERS", "interval": "MINUTE", "intervalNum": 1, "limit": 1200},
@@ -171,7 +171,7 @@ class BinanceVenue:
                        "exchangeFilters": [],
                        "assets": [{"asset": "USDT", "marginAvailable": True, "autoAssetExchange": "-10000"}],
                        "symbols": symbols})
-        return js({"timezone": "UTC", "serverTime": self.engine.now_ms(), "rateLimits": [
+        return js({"timezone": "UTC", "serverTime": self.engine.venue_ms(self.name), "rateLimits": [
             {"rateLimitType": "REQUEST_WEIGHT", "interval": "MINUTE", "intervalNum": 1, "limit": 6000},
             {"rateLimitType": "ORDERS", "interval": "SECOND", "intervalNum": 10, "limit": 100},
             {"rateLimitType": "ORDERS", "interval": "DAY", "intervalNum": 1, "limit": 200000},
@@ -248,8 +248,8 @@ class BinanceVenue:
         ins, book = self.market.instruments[i], self.market.books[i]
         out: dict[str, Any] = {"lastUpdateId": self.seq_base[i] + book.seq}
         if self.futures:
-            out["E"] = self.engine.now_ms()
-            out["T"] = self.engine.last_event_us // 1000
+            out["E"] = self.engine.venue_ms(self.name)
+            out["T"] = self.engine.venue_ms(self.name, self.engine.last_event_us // 1000)
         out["bids"] = [[self.px(ins, p), self.qty(ins, q)] for p, q in book.levels(BID, limit)]
         out["asks"] = [[self.px(ins, p), self.qty(ins, q)] for p, q in book.levels(ASK, limit)]
         return js(out)
@@ -263,7 +263,7 @@ class BinanceVenue:
         out: dict[str, Any] = {"symbol": ins.binance, "bidPrice": self.px(ins, top[0]), "bidQty": self.qty(ins, top[1]),
                                "askPrice": self.px(ins, top[2]), "askQty": self.qty(ins, top[3])}
         if self.futures:
-            out["time"] = self.engine.now_ms()
+            out["time"] = self.engine.venue_ms(self.name)
             out["lastUpdateId"] = self.seq_base[i] + book.seq
         return js(out)
 
@@ -424,7 +424,7 @@ class BinanceVenue:
                 acc.t_last = ev.t_us
                 if not acc.interval_us:
                     self._flush(i, acc, ev.t_us)
-        t_ms = ev.t_us // 1000
+        t_ms = self.engine.venue_ms(self.name, ev.t_us // 1000)
         subs = self.registry.subscribers
         if ev.top_changed and subs((self.book_scope, f"{lsym}@bookTicker")):
             top = self.market.books[i].top()
@@ -465,11 +465,12 @@ class BinanceVenue:
         b = [[self.px(ins, p), self.qty(ins, bids[p])] for p in sorted(bids)]
         a = [[self.px(ins, p), self.qty(ins, asks[p])] for p in sorted(asks)]
         if self.futures:
-            data = {"e": "depthUpdate", "E": t_us // 1000, "T": acc.t_last // 1000, "s": ins.binance,
+            data = {"e": "depthUpdate", "E": self.engine.venue_ms(self.name, t_us // 1000),
+                    "T": self.engine.venue_ms(self.name, acc.t_last // 1000), "s": ins.binance,
                     "U": acc.first, "u": acc.last, "pu": prev, "b": b, "a": a}
         else:
-            data = {"e": "depthUpdate", "E": t_us // 1000, "s": ins.binance, "U": acc.first, "u": acc.last,
-                    "b": b, "a": a}
+            data = {"e": "depthUpdate", "E": self.engine.venue_ms(self.name, t_us // 1000), "s": ins.binance,
+                    "U": acc.first, "u": acc.last, "b": b, "a": a}
         best_ask = self.market.books[i].best_ask()
         cross = self.px(ins, best_ask) if best_ask is not None else "0"
         for name in acc.names:
@@ -498,7 +499,8 @@ class BinanceVenue:
             return
         ins, b = self.market.instruments[i], rows[0][1]
         last = self.trade_base + self.market.trade_count[i]
-        self._publish(self.trade_scope, stream, {"e": "kline", "E": t_us // 1000, "s": ins.binance, "k": {
+        e_ms = self.engine.venue_ms(self.name, t_us // 1000)
+        self._publish(self.trade_scope, stream, {"e": "kline", "E": e_ms, "s": ins.binance, "k": {
             "t": bar * 60_000, "T": (bar + k) * 60_000 - 1, "s": ins.binance, "i": name,
             "f": last - b[6] + 1 if b[6] else -1, "L": last if b[6] else -1,
             "o": self.px(ins, b[0]), "c": self.px(ins, b[3]), "h": self.px(ins, b[1]), "l": self.px(ins, b[2]),

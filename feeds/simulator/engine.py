@@ -129,11 +129,16 @@ class Engine:
         """Simulated now, never before the last event."""
         return max(self.clock.now_us(), self.last_event_us) // 1000
 
+    def venue_ms(self, venue: str, t_ms: int | None = None) -> int:
+        """A venue's clock in ms: simulated now (or the simulated time ``t_ms``) plus its ``clock_skew`` fault."""
+        return (self.now_ms() if t_ms is None else t_ms) + self.faults.skew_ms[venue]
+
     def stats(self) -> dict[str, Any]:
         return {
             "venues": self.registry.stats,
             "faults_applied": dict(self.faults.applied),
             "faults_hit": dict(self.faults.hit),
+            "clock_skew_ms": {v: ms for v, ms in self.faults.skew_ms.items() if ms},
             "events": self.events,
             "sim_time_ms": self.now_ms(),
             "last_event_ms": self.last_event_us // 1000,

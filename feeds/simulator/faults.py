@@ -16,6 +16,11 @@ Body ``{"kind": K, "venue": "kucoin" | "binance" | "binance-usdm" | "all", ...}`
   REST requests of the venue (market data and order entry alike) answer that status with the venue's error body
   (and ``Retry-After`` for 429/418); on the Binance WS-APIs the next ``count`` requests answer an error with that
   ``status`` and ``error.data = {serverTime, retryAfter}`` (ms) instead.
+* ``clock_skew`` ``ms``: from now on the venue's clock runs ``ms`` ahead of (negative: behind) the simulator's:
+  every time it sends moves by ``ms`` (event times of market data and user-stream events, order times, the time
+  endpoints' ``serverTime``), and signed requests are checked against the moved clock (KuCoin 400002, Binance
+  -1021 for a client that has not re-synced). ``ms = 0`` puts it back; a new request replaces the old skew.
+  KuCoin, Binance spot and USD-M (``all``: those three).
 
 Order entry (venues ``kucoin``, ``binance``, ``binance-usdm``; each applies to the next ``count`` order placements
 that pass authentication and validation, REST or WS-API; a new request of a kind replaces the pending one):
@@ -51,7 +56,10 @@ from aiohttp import web
 from .registry import VENUES, Registry
 
 ORDER_KINDS = ("order_reject", "order_partial", "order_timeout", "order_drop_ack", "fill_before_ack")
-KINDS = ("drop", "stall", "skip_seq", "malformed", "rest_error", *ORDER_KINDS)
+KINDS = ("drop", "stall", "skip_seq", "malformed", "rest_error", "clock_skew", *ORDER_KINDS)
+SKEW_VENUES = ("kucoin", "binance", "binance-usdm")
+"""Venues whose clock ``clock_skew`` moves."""
+MAX_SKEW_MS = 3_600_000
 MALFORMED = ("truncated", "missing_field", "nan_price", "negative_price", "zero_price", "crossed")
 REST_STATUSES = (429, 418, 500, 503)
 
@@ -96,6 +104,8 @@ class Faults:
         self.malformed: dict[str, list[str]] = {v: [] for v in VENUES}
         """venue -> variants still to send, in order."""
         self.skip_gen: Counter[tuple[str, int]] = Counter()
+        self.skew_ms: Counter[str] = Counter()
+        """venue -> ms its clock runs ahead of the simulator's (``clock_skew``)."""
         self._skip_seen: dict[tuple[str, int, str], int] = {}
 
     # queries from venue modules ------------------------------------------------------------------------------------
@@ -173,6 +183,15 @@ class Faults:
                 raise FaultError(f"'variants' must be a non-empty list drawn from {', '.join(MALFORMED)}")
             for v in venues:
                 self.malformed[v].extend(variants[k % len(variants)] for k in range(count))
+        elif kind == "clock_skew":
+            ms = spec.get("ms", 0)
+            if not isinstance(ms, int) or isinstance(ms, bool) or abs(ms) > MAX_SKEW_MS:
+                raise FaultError(f"clock_skew 'ms' must be a whole number within +/-{MAX_SKEW_MS}, got {ms}")
+            if venue == "mexc":
+                raise FaultError("clock_skew is simulated on kucoin, binance and binance-usdm, not mexc")
+            for v in venues:
+                if v in SKEW_VENUES:
+                    self.skew_ms[v] = int(ms)
         elif kind in ORDER_KINDS:
             params: dict[str, Any] = {"count": int(_number(spec, "count", 1))}
             if kind == "order_partial":

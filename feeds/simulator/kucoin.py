@@ -132,7 +132,7 @@ class KucoinVenue:
         return fail("symbol not exists") if i is None else ok(self._symbol_info(i))
 
     async def timestamp(self, request: web.Request) -> web.Response:
-        return ok(self.engine.now_ms())
+        return ok(self.engine.venue_ms(VENUE))
 
     def _find(self, symbol: str) -> int | None:
         i = self.market.find(symbol)
@@ -145,7 +145,7 @@ class KucoinVenue:
                 return fail("symbol not exists")
             ins, book = self.market.instruments[i], self.market.books[i]
             return ok({
-                "time": self.engine.now_ms(), "sequence": str(self.seq_base[i] + book.seq),
+                "time": self.engine.venue_ms(VENUE), "sequence": str(self.seq_base[i] + book.seq),
                 "bids": [[ins.kprice(p), ins.ksize(q)] for p, q in book.levels(BID, depth)],
                 "asks": [[ins.kprice(p), ins.ksize(q)] for p, q in book.levels(ASK, depth)]})
 
@@ -279,14 +279,15 @@ class KucoinVenue:
             self._publish(f"/market/level2:{ins.symbol}", "trade.l2update", {
                 "sequenceStart": base + ev.seq_start, "symbol": ins.symbol,
                 "changes": {"asks": asks, "bids": bids}, "sequenceEnd": base + ev.seq_end,
-                "time": ev.t_us // 1000}, levels=("changes.bids", "changes.asks"), required="sequenceStart",
-                cross_px=ins.kprice(ask) if ask is not None else "0")
+                "time": self.engine.venue_ms(VENUE, ev.t_us // 1000)}, levels=("changes.bids", "changes.asks"),
+                required="sequenceStart", cross_px=ins.kprice(ask) if ask is not None else "0")
         tr = ev.trade
         if tr is not None and subs((VENUE, f"/market/match:{ins.symbol}")):
             self._publish(f"/market/match:{ins.symbol}", "trade.l3match", {
                 "symbol": ins.symbol, "sequence": str(base + tr.seq), "side": "buy" if tr.buy else "sell",
                 "size": ins.ksize(tr.qty), "price": ins.kprice(tr.px), "takerOrderId": f"{ID_BASE + 2 * tr.id:024x}",
-                "time": str(tr.t_us * 1000), "type": "match", "makerOrderId": f"{ID_BASE + 2 * tr.id + 1:024x}",
+                "time": str(tr.t_us * 1000 + self.faults.skew_ms[VENUE] * 1_000_000), "type": "match",
+                "makerOrderId": f"{ID_BASE + 2 * tr.id + 1:024x}",
                 "tradeId": f"{ID_BASE + (i << 64) + tr.id:024x}"}, price="price", required="sequence")
         if ev.top_changed or tr is not None:
             self._ticker_due(i, ev.t_us)
@@ -309,6 +310,6 @@ class KucoinVenue:
         price, size = (ins.kprice(tr.px), ins.ksize(tr.qty)) if tr else (ins.kprice(top[0]), "0")
         self._publish(f"/market/ticker:{ins.symbol}", "trade.ticker", {
             "sequence": str(self.seq_base[i] + book.seq), "bestAsk": ins.kprice(top[2]), "size": size,
-            "bestBidSize": ins.ksize(top[1]), "price": price, "time": t_us // 1000,
+            "bestBidSize": ins.ksize(top[1]), "price": price, "time": self.engine.venue_ms(VENUE, t_us // 1000),
             "bestAskSize": ins.ksize(top[3]), "bestBid": ins.kprice(top[0])},
             bid="bestBid", ask="bestAsk", required="sequence")

@@ -266,9 +266,10 @@ class BinanceOrders:
             return err(-1100, "Illegal characters found in parameter 'recvWindow'; " + DECIMAL_RANGE)
         if window > 60000:
             return err(-1131, "recvWindow must be less than 60000")
-        if timestamp_ok(ts, self.engine.now_ms(), int(window), 1000):
+        skew = self.engine.faults.skew_ms[self.venue.name]
+        if timestamp_ok(ts, self.engine.now_ms(), int(window), 1000, skew):
             return None
-        if ts >= max(self.engine.now_ms(), wall_ms()) + 1000:
+        if ts >= max(self.engine.now_ms(), wall_ms()) + skew + 1000:
             return err(-1021, "Timestamp for this request was 1000ms ahead of the server's time.")
         return err(-1021, "Timestamp for this request is outside of the recvWindow.")
 
@@ -388,7 +389,7 @@ class BinanceOrders:
         partial = self.faults.orders.get(("order_partial", self.name)) if spec.tif == "IOC" else None
         ratio = partial["ratio"] if partial and partial["count"] > 0 else None
         try:
-            o, ups = acct.place(spec, self.engine.now_ms(), ratio)
+            o, ups = acct.place(spec, self.engine.venue_ms(self.venue.name), ratio)
         except Rejected as e:
             return self._reject(e.reason)
         if ratio is not None:
@@ -430,7 +431,7 @@ class BinanceOrders:
         if problem is not None:
             return problem
         try:
-            _, ups = self.account.cancel(o, self.engine.now_ms())
+            _, ups = self.account.cancel(o, self.engine.venue_ms(self.venue.name))
         except Rejected:
             return err(-2011, "Unknown order sent.")
         assert o is not None
@@ -448,7 +449,7 @@ class BinanceOrders:
         for o in self.account.open_orders(i):
             if not self.futures:
                 o.cancel_id = "x-" + secrets.token_hex(10)
-            ups += self.account.cancel(o, self.engine.now_ms())[1]
+            ups += self.account.cancel(o, self.engine.venue_ms(self.venue.name))[1]
             done.append(o)
         if self.futures:
             return Outcome(200, {"code": 200, "msg": "The operation of cancel all open order is done."},
@@ -528,7 +529,8 @@ class BinanceOrders:
         if method == "PUT":
             return Outcome(200, {"listenKey": self.listen_key})
         key, self.listen_key = self.listen_key, None
-        frame = orjson.dumps({"e": "listenKeyExpired", "E": self.engine.now_ms(), "listenKey": key})
+        frame = orjson.dumps({"e": "listenKeyExpired", "E": self.engine.venue_ms(self.venue.name),
+                              "listenKey": key})
         for conn in list(self.registry.subscribers(self.user_key)):
             self.registry.send_control(conn, frame)
             asyncio.get_running_loop().create_task(self.registry.shut(conn, 1000, b"listenKey expired"))
@@ -634,7 +636,7 @@ class BinanceOrders:
         conns = self.registry.subscribers(self.user_key)
         if not conns:
             return set()
-        now = self.engine.now_ms()
+        now = self.engine.venue_ms(self.venue.name)
         if self.futures:
             events = [self._order_update(u, now) for u in ups if u.kind != "open"]
             if any(u.kind == "trade" for u in ups):
@@ -704,7 +706,8 @@ class BinanceOrders:
             calls.update({"openOrders.status": (6, self.open_orders), "account.status": (20, self.account_status),
                           "myTrades": (20, self.trades), "userDataStream.subscribe.signature": (2, None)})
         if method in ("ping", "time"):
-            return self._weigh(1) or Outcome(200, {} if method == "ping" else {"serverTime": self.engine.now_ms()})
+            return self._weigh(1) or Outcome(200, {} if method == "ping" else
+                                             {"serverTime": self.engine.venue_ms(self.venue.name)})
         if method == "userDataStream.unsubscribe" and not self.futures:
             self.registry.unsubscribe(conn, self.user_key)
             return Outcome(200, {})
@@ -743,7 +746,7 @@ class BinanceOrders:
         else:
             reply["error"] = dict(out.body)
             if out.retry_after is not None:
-                reply["error"]["data"] = {"serverTime": self.engine.now_ms(),
-                                          "retryAfter": self.engine.now_ms() + out.retry_after * 1000}
+                now = self.engine.venue_ms(self.venue.name)
+                reply["error"]["data"] = {"serverTime": now, "retryAfter": now + out.retry_after * 1000}
         reply["rateLimits"] = limits
         return orjson.dumps(reply)

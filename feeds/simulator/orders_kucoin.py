@@ -140,7 +140,8 @@ class KucoinOrders:
         if not (key and sign and ts and phrase):
             return fail("400001", "Please check the header of your request for KC-API-KEY, KC-API-SIGN, "
                         "KC-API-TIMESTAMP, KC-API-PASSPHRASE", 401)
-        if not ts.isdigit() or not timestamp_ok(int(ts), self.engine.now_ms(), 5000, 5001):
+        if not ts.isdigit() or not timestamp_ok(int(ts), self.engine.now_ms(), 5000, 5001,
+                                                    self.faults.skew_ms[VENUE]):
             return fail("400002", "KC-API-TIMESTAMP Invalid -- Time differs from server time by more than 5 seconds",
                         401)
         if not same(key, self.opts.api_key):
@@ -225,7 +226,7 @@ class KucoinOrders:
         partial = self.faults.orders.get(("order_partial", VENUE)) if spec.tif == "IOC" else None
         ratio = partial["ratio"] if partial and partial["count"] > 0 else None
         try:
-            o, ups = acct.place(spec, self.engine.now_ms(), ratio)
+            o, ups = acct.place(spec, self.engine.venue_ms(VENUE), ratio)
         except Rejected as e:
             return fail(*REJECT.get(e.reason, ("400100", e.reason)))
         if ratio is not None:
@@ -251,7 +252,7 @@ class KucoinOrders:
         if problem is not None:
             return problem
         try:
-            _, ups = self.account.cancel(o, self.engine.now_ms())
+            _, ups = self.account.cancel(o, self.engine.venue_ms(VENUE))
         except Rejected:
             return fail("400100", "order not exist.", 404)
         data = {"clientOid": o.client_id} if "clientOid" in request.match_info else {"orderId": self.oid(o)}
