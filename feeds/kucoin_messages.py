@@ -252,7 +252,15 @@ class BookKeeping:
         self.need_snapshot.add(st.symbol)
 
     def _emit_book(self, st: SymbolState, ts_ms: int) -> None:
+        """Publish the book's top levels; a crossed book is corrupt (a broken diff got applied, and its sequence
+        is spent): start it over from a snapshot."""
         bids, asks = st.sync.book.top(self.depth)
+        if len(bids) and len(asks) and bids[0, 0] >= asks[0, 0]:
+            self.emit.bad("crossed_book", f"{self.venue} {st.symbol}: local book crossed at {st.sync.last_id}, bid "
+                                          f"{bids[0, 0]} >= ask {asks[0, 0]}: resync")
+            self.emit.counts.resyncs += 1
+            self.resync(st.symbol)
+            return
         if self.emit.book(st.inst, ts_ms, st.sync.last_id, bids, asks, FLAG_RESYNC if st.resync else 0):
             st.resync = False
 

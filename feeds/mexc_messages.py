@@ -162,19 +162,6 @@ class MexcParser(BookKeeping):
             self._gap(st, f"mexc {st.symbol}: gap, diff fromVersion {d.first}..toVersion {d.last} does not follow "
                           f"the book at version {before}")
 
-    def _emit_book(self, st: SymbolState, ts_ms: int) -> None:
-        """Publish the book's top levels; a crossed book is corrupt (a broken diff got applied): start it over."""
-        sync = st.sync
-        assert sync is not None
-        bid, _, ask, _ = sync.book.best()
-        if bid >= ask:
-            self.emit.bad("crossed_book", f"mexc {st.symbol}: local book crossed at version {sync.last_id}, bid "
-                                          f"{bid} >= ask {ask}: resync")
-            self.emit.counts.resyncs += 1
-            self.resync(st.symbol)
-            return
-        super()._emit_book(st, ts_ms)
-
     # -- frames --------------------------------------------------------------------------------------------------
 
     def on_frame(self, data: bytes | str, t_mono_ns: int, t_wall_ns: int) -> Control | None:

@@ -601,17 +601,22 @@ def test_book_growth(rings, usdm_base, futures) -> None:
 
 
 def test_crossed_book(rings, usdm_base, futures) -> None:
-    """A diff that crosses the book: applied (both ways), its record refused and reported by the emitter."""
+    """A diff that crosses the book: applied (both ways), then the book is known corrupt (the diff's sequence is
+    spent, so no later diff can mend it): reported once, nothing published, the symbol waits for a snapshot."""
     prefix, frames = usdm_base
     pair = Pair(rings, symbols_of(futures), "usdm")
     pair.feed(prefix)
     pair.frames(frames[:10])
     obj = json.loads(frames[10])
     obj["data"]["b"].append(["100000", "1"])
-    before = pair.taken
+    before, published = pair.taken, len(pair.book_records)
+    resyncs = pair.on.emit.counts.resyncs
+    assert "SUSHIUSDT" not in pair.on.parser.need_snapshot
     pair.frames([json.dumps(obj).encode(), *frames[11:20]], wall=1_626_992_743_000_000_000)
-    assert pair.on.emit.counts.by_kind["crossed"] == 10 and pair.taken == before  # APPLIED, then Emitter.book
-    assert pair.on.parser.states["SUSHIUSDT"].sync.last_id == json.loads(frames[19])["data"]["u"]
+    for side in (pair.on, pair.off):
+        assert side.emit.counts.by_kind["crossed_book"] == 1 and "crossed" not in side.emit.counts.by_kind
+        assert side.emit.counts.resyncs == resyncs + 1 and "SUSHIUSDT" in side.parser.need_snapshot
+    assert pair.taken == before and len(pair.book_records) == published
 
 
 def test_full_ring_when_stopping(usdm_base, futures) -> None:
