@@ -12,6 +12,13 @@ limit IOC orders priced at the decision mid +/- ``slippage_bps``, on the instrum
 is sent. When all of a pair's orders are terminal and a leg is off its target by at least one step (a partial
 fill, a reject), the executor re-sends the missing quantity up to ``repair_attempts`` times, then flattens the pair.
 
+No new risk on data it cannot trust: an entry waits (exits and repairs still go) when a leg's book is older than
+``risk.stale_ms`` on our clock (a stalled stream: ``stale_data``), when it reached us more than ``stale_ms`` later
+than that venue's books usually do (a held-back burst, a venue clock that jumped back: ``late_data``,
+``execution.risk.Lateness``), or while a leg's venue user stream is down (its fills cannot reach us:
+``user_stream_down``). The books are venue-stamped (a BBO may carry our receive time instead), so they are what
+lateness is judged on.
+
 Restart: the journal is replayed (orders, fills, positions, the last signal handled); every order whose outcome the
 journal does not hold is looked up at the venue by its client id and its fills taken from there; only then are
 new signals traded. Client ids are ``L<run>-<signal seq>-<leg><n>``: derived from the signal, unique per run.
@@ -35,10 +42,11 @@ import msgspec
 import numpy as np
 
 from execution import venue as v
+from execution.client_core import ClientCore
 from execution.journal import Journal
 from execution.orders import ZERO, Order
 from execution.positions import Ledger
-from execution.risk import Risk, RiskParams
+from execution.risk import Lateness, Risk, RiskParams
 from execution.rules import LocalReject, Rules, quantize
 from execution.signing import SIMULATOR, Credentials
 from pipeline.config import PipelineConfig, StageSpec
@@ -50,6 +58,8 @@ from pipeline.records import (
     EV_REJECT,
     EV_SENT,
     EV_UNKNOWN,
+    FLAG_LOCAL_TIME,
+    FLAG_RESYNC,
     ORDER,
     PURPOSE_ENTRY,
     PURPOSE_EXIT,
@@ -76,6 +86,13 @@ SETTLED_KEPT = 4096
 """Orders that left memory whose client ids are remembered, so their late venue events are not counted as unknown."""
 RATE_LIMITED = frozenset({"rate_limit", "429", "418"})
 """Reject codes of rate limits (ours or the venue's): the pair's repair waits ``RATE_HOLD_NS``."""
+RETRY_LATER = RATE_LIMITED | ClientCore.CLOCK_CODES
+"""Reject codes after which nothing executed and waiting mends it: rate limits, and a signed timestamp outside the
+venue's window (the client re-syncs its clock at once). The pair's repair waits ``RATE_HOLD_NS`` and does not
+count as an attempt."""
+NOT_RISK_REJECTS = frozenset({"rate_limit"}) | ClientCore.CLOCK_CODES
+"""Reject codes that do not count towards ``max_consecutive_rejects``: our own limiter's refusals never reached
+the venue, and a clock refusal says our clock was off, not that the venue refused the order."""
 RATE_HOLD_NS = 1_000_000_000
 NOT_AT_VENUE_NS = 6_000_000_000
 """An order the venue does not know is taken as never arrived only this long after its request may last have
@@ -237,6 +254,10 @@ class Executor(Stage):
         self.venue_of = [ins.venue for ins in ctx.config.instruments]
         self.book_ns = np.zeros(n, dtype=np.int64)
         """Monotonic ns of each instrument's last book record (its t_origin_ns)."""
+        self.lateness = Lateness(self.venue_of)
+        self.wall_minus_mono_ns = time.time_ns() - time.perf_counter_ns()
+        """Our wall clock minus the monotonic one: a record's ``t_origin_ns`` as wall time (refreshed by the
+        timers, so a stepped host clock is followed)."""
         self.bid = np.zeros(n)
         self.ask = np.zeros(n)
         self.clients: dict[str, v.VenueClient] = {}
@@ -511,6 +532,7 @@ class Executor(Stage):
                     continue
                 seen.add(i)
                 self.book_ns[i] = int(r["t_origin_ns"])
+                self._late(i, r)
                 self.bid[i], self.ask[i] = float(r["bid_px"][0]), float(r["ask_px"][0])
                 if len(seen) == len(self.symbols):
                     break
@@ -521,11 +543,19 @@ class Executor(Stage):
             if nb == 0 or na == 0:
                 continue
             self.book_ns[i] = int(r["t_origin_ns"])
+            self._late(i, r)
             self.bid[i], self.ask[i] = float(r["bid_px"][0]), float(r["ask_px"][0])
             if self.papers:
                 self.clients[self.venue_of[i]].on_book(  # type: ignore[attr-defined]
                     self.symbols[i], r["bid_px"], r["bid_qty"], r["ask_px"], r["ask_qty"], nb, na,
                     time.perf_counter_ns())
+
+    def _late(self, i: int, r: np.void) -> None:
+        """Lateness of instrument ``i``'s book record ``r``. Judged on the venue's streamed updates only: the
+        first record after a (re)sync stands on a REST snapshot's time, a local-time one on ours."""
+        if not int(r["flags"]) & (FLAG_RESYNC | FLAG_LOCAL_TIME):
+            self.lateness.on_book(i, (int(r["t_origin_ns"]) + self.wall_minus_mono_ns) // 1_000_000,
+                                  int(r["ts_event_ms"]))
 
     # -- signals -----------------------------------------------------------------------------------------------------
 
@@ -553,10 +583,12 @@ class Executor(Stage):
         if reason is None and entry:
             if not self.papers and min(self.book_ns[ia], self.book_ns[ib]) < now - self.p.risk.stale_ms * 1_000_000:
                 self._drain_books()  # books read lazily (see waking_inputs): newer ones may be waiting
-            legs = [(self.symbols[i], mids[k] * float(rec["qty_a" if k == 0 else "qty_b"]), int(self.book_ns[i]))
-                    for k, i in enumerate((ia, ib))]
+            legs = [(self.symbols[i], mids[k] * float(rec["qty_a" if k == 0 else "qty_b"]), int(self.book_ns[i]),
+                     self.lateness.late_ms[i]) for k, i in enumerate((ia, ib))]
+            if any(self.streams.get(self.venue_of[i], "up") != "up" for i in (ia, ib)):
+                reason = "user_stream_down"  # that venue's fills cannot reach us: our positions may be wrong
             open_pairs = sum(1 for k, q in self.pairs.items() if k != pair and any(x != 0 for x in q.position))
-            reason = self.risk.check_entry(pair, legs, open_pairs, now)
+            reason = reason or self.risk.check_entry(pair, legs, open_pairs, now)
         elif reason is None:
             reason = self.risk.check_reduce(now)
         if reason is None:
@@ -743,8 +775,9 @@ class Executor(Stage):
     def _on_reject(self, o: Order, ev: v.Reject, event: int) -> None:
         if not o.on_reject(ev.code, ev.reason):
             return
-        self.risk.on_reject(ev.code)
-        if ev.code in RATE_LIMITED and o.pair in self.pairs:  # let the limit pass before repairing
+        if ev.code not in NOT_RISK_REJECTS:
+            self.risk.on_reject(ev.code)
+        if ev.code in RETRY_LATER and o.pair in self.pairs:  # let the limit pass / the clock re-sync first
             ps = self.pairs[o.pair]
             ps.hold_until_ns, ps.rate_limited = time.perf_counter_ns() + RATE_HOLD_NS, True
         self._log({"t": "reject", "cid": o.client_id, "code": ev.code, "reason": ev.reason})
@@ -828,7 +861,7 @@ class Executor(Stage):
                 off.append(leg)
         if not off:
             return
-        if ps.rate_limited:  # refused for rate limits, nothing executed: retry without using an attempt
+        if ps.rate_limited:  # refused for rate limits or the clock, nothing executed: retry, not an attempt
             ps.rate_limited = False
             if (time.perf_counter_ns() - ps.t_decision_ns) / 1e6 <= self.p.max_signal_age_ms:
                 self._log({"t": "attempt", "pair": pair, "n": ps.attempts})
@@ -878,6 +911,7 @@ class Executor(Stage):
 
     def _timers(self) -> None:
         now = time.perf_counter_ns()
+        self.wall_minus_mono_ns = time.time_ns() - now
         self._forget_settled(now)
         limit = self.p.order_timeout_ms * 1_000_000
         rest = self.p.rest_ms * 1_000_000
@@ -925,6 +959,7 @@ class Executor(Stage):
 
     def _write_status(self, force: bool = False) -> None:
         self.last_status = time.monotonic()
+        now = time.perf_counter_ns()
         snap = self.ledger.snapshot()
         positions = {}
         for i, sym in enumerate(self.symbols):
@@ -947,7 +982,11 @@ class Executor(Stage):
                                  "working": len(ps.live),
                                  "waiting": bool(ps.hold_until_ns or ps.pending is not None)}
                         for k, ps in self.pairs.items()},
-              "user_streams": dict(self.streams), "last_signal": self.last_signal}
+              "user_streams": dict(self.streams), "last_signal": self.last_signal,
+              "books": {sym: {"age_ms": (now - int(self.book_ns[i])) // 1_000_000 if self.book_ns[i] else None,
+                              "late_ms": self.lateness.late_ms[i]} for i, sym in enumerate(self.symbols)},
+              "venue_clock_offset_ms": {name: c.offset_ms for name, c in self.clients.items()
+                                        if hasattr(c, "offset_ms")}}
         if self.status_file is None:
             self.status_file = StatusFile(self.status_path)
         if force:

@@ -17,7 +17,7 @@ from collections import deque
 
 import msgspec
 
-REASONS = ("halted", "killed", "stale_data", "max_notional_leg", "max_notional_pair", "max_open_positions",
+REASONS = ("halted", "killed", "stale_data", "late_data", "max_notional_leg", "max_notional_pair", "max_open_positions",
            "max_orders_per_s")
 """Every reason a check may return."""
 STATES = ("ok", "halted", "killed")
@@ -44,7 +44,9 @@ class RiskParams(msgspec.Struct, forbid_unknown_fields=True):
     """Largest loss of a UTC day (realized PnL minus fees); beyond it the executor is killed: it flattens every
     position and halts."""
     stale_ms: int = 2000
-    """An entry is refused when a leg's last book update (monotonic clock) is older than this."""
+    """An entry is refused when a leg's last book update reached us longer ago than this (our monotonic clock:
+    ``stale_data``), or reached us this much later than the venue's books usually do (``late_data``, see
+    ``Lateness``)."""
     max_orders_per_s: int = 20
     """Most orders sent in any one-second sliding window (entries, exits and repairs alike)."""
     max_consecutive_rejects: int = 5
@@ -82,8 +84,10 @@ class Risk:
 
     # --- checks -------------------------------------------------------------------------------------------
 
-    def check_entry(self, pair: int, legs: list[tuple[str, float, int]], open_pairs: int, now_ns: int) -> str | None:
-        """May this entry (new risk) go? ``legs``: ``(symbol, notional, last_update_ns)`` per order it will send;
+    def check_entry(self, pair: int, legs: list[tuple[str, float, int, int]], open_pairs: int,
+                    now_ns: int) -> str | None:
+        """May this entry (new risk) go? ``legs``: ``(symbol, notional, last_update_ns, late_ms)`` per order it
+        will send (``late_ms``: how much later than usual that book update arrived, ``Lateness.late_ms``);
         ``open_pairs``: pairs other than ``pair`` with a non-zero position. None when allowed, else the reason
         (counted in ``blocked``)."""
         reason = self._entry_reason(legs, open_pairs, now_ns)
@@ -91,18 +95,20 @@ class Risk:
             self.blocked[reason] += 1
         return reason
 
-    def _entry_reason(self, legs: list[tuple[str, float, int]], open_pairs: int, now_ns: int) -> str | None:
+    def _entry_reason(self, legs: list[tuple[str, float, int, int]], open_pairs: int, now_ns: int) -> str | None:
         p = self.params
         if self.state == "killed":
             return "killed"
         if self.state == "halted":
             return "halted"
         stale_ns = p.stale_ms * 1_000_000
-        for _sym, _notional, last_ns in legs:
+        for _sym, _notional, last_ns, _late in legs:
             if last_ns <= 0 or now_ns - last_ns > stale_ns:
                 return "stale_data"
+        if any(late > p.stale_ms for *_, late in legs):
+            return "late_data"
         total = 0.0
-        for _sym, notional, _last in legs:
+        for _sym, notional, _last, _late in legs:
             if not math.isfinite(notional) or abs(notional) > p.max_notional_leg:
                 return "max_notional_leg"
             total += abs(notional)
@@ -198,3 +204,40 @@ class Risk:
         if now_ns is not None:
             snap["orders_last_s"] = self.orders_last_s(now_ns)
         return snap
+
+
+class Lateness:
+    """How much later than usual market data reaches us, judged per venue.
+
+    ``delay`` = our wall-clock receive time - the venue's event time. It holds the transport time and the offset
+    between the venue's clock and ours, which no host can tell apart; its minimum over the last ``WINDOW_MS`` of
+    a venue's book updates is that venue's usual delay (the offset plus the fastest transport), and lateness =
+    delay - usual. Frames the venue held back and then sent in a burst arrive late by the hold; a venue clock that
+    jumps back makes everything late until the window has passed (entries wait: the safe side); one that jumps
+    ahead lowers the minimum at once. A stalled stream is the other half, judged on our monotonic clock
+    (``stale_data``)."""
+
+    BUCKET_MS = 5_000
+    WINDOW_MS = 30_000
+
+    def __init__(self, venue_of: list[str]) -> None:
+        self.venue_of = venue_of
+        """Per instrument: its venue."""
+        self._mins: dict[str, deque[list[int]]] = {v: deque() for v in venue_of}
+        """Per venue: ``[bucket, minimum delay in it]`` over the window."""
+        self.late_ms: list[int] = [0] * len(venue_of)
+        """Per instrument: how late its latest book update was, ms (0: usual)."""
+
+    def on_book(self, i: int, recv_wall_ms: int, event_ms: int) -> int:
+        """A book update of instrument ``i`` received at ``recv_wall_ms`` (our wall clock), stamped ``event_ms`` by
+        its venue: its lateness in ms."""
+        delay, bucket = recv_wall_ms - event_ms, recv_wall_ms // self.BUCKET_MS
+        q = self._mins[self.venue_of[i]]
+        if q and q[-1][0] == bucket:
+            q[-1][1] = min(q[-1][1], delay)
+        else:
+            q.append([bucket, delay])
+        while q[0][0] <= bucket - self.WINDOW_MS // self.BUCKET_MS:
+            q.popleft()
+        self.late_ms[i] = delay - min(m for _, m in q)
+        return self.late_ms[i]

@@ -261,6 +261,12 @@ def execution_line(ex: dict) -> Text:
             f"{o.get('local_rejected', 0)}" + (f" ({', '.join(f'{k} {v}' for k, v in rej.items())})" if rej else "")
             + f"; realized pnl {ex.get('realized_pnl', '-')}, fees {ex.get('fees', '-')}; risk {state}"
             + (f" ({risk['reason']})" if risk.get("reason") else "") + (f"; positions {pos}" if pos else ""))
+    # what keeps entries waiting or orders refused, named: a user stream down, books arriving late, venue clocks
+    text += "".join(f"; user stream {v} {st}" for v, st in (ex.get("user_streams") or {}).items() if st != "up")
+    text += "".join(f"; {sym} book {b['late_ms'] / 1000:.1f} s late" for sym, b in (ex.get("books") or {}).items()
+                    if b.get("late_ms", 0) >= 1000)
+    text += "".join(f"; {v} clock {ms / 1000:+.1f} s" for v, ms in (ex.get("venue_clock_offset_ms") or {}).items()
+                    if abs(ms) >= 1000)
     return Text(text, style=None if state == "ok" else "bold red")
 
 

@@ -8,15 +8,16 @@ import msgspec
 import orjson
 import pytest
 
-from execution.risk import REASONS, Risk, RiskParams, utc_day
+from execution.risk import REASONS, Lateness, Risk, RiskParams, utc_day
 
 S = 1_000_000_000
 MS = 1_000_000
 NOW = 100 * S
 
 
-def legs(na: float = 1000.0, nb: float = 1000.0, age_ms: int = 10) -> list[tuple[str, float, int]]:
-    return [("A", na, NOW - age_ms * MS), ("B", nb, NOW - age_ms * MS)]
+def legs(na: float = 1000.0, nb: float = 1000.0, age_ms: int = 10, late_ms: int = 0
+         ) -> list[tuple[str, float, int, int]]:
+    return [("A", na, NOW - age_ms * MS, 0), ("B", nb, NOW - age_ms * MS, late_ms)]
 
 
 def test_params_defaults_and_strict_decoding():
@@ -38,7 +39,10 @@ def test_entry_allowed_and_each_limit():
     # stale: older than stale_ms, or never updated
     assert r.check_entry(0, legs(age_ms=2001), 0, NOW) == "stale_data"
     assert r.check_entry(0, legs(age_ms=2000), 0, NOW) is None
-    assert r.check_entry(0, [("A", 1.0, NOW), ("B", 1.0, 0)], 0, NOW) == "stale_data"
+    assert r.check_entry(0, [("A", 1.0, NOW, 0), ("B", 1.0, 0, 0)], 0, NOW) == "stale_data"
+    # late: a leg's book arrived more than stale_ms later than that venue's usual
+    assert r.check_entry(0, legs(late_ms=2001), 0, NOW) == "late_data"
+    assert r.check_entry(0, legs(late_ms=2000), 0, NOW) is None
     # notional per leg (either sign, NaN refused) and per pair
     assert r.check_entry(0, legs(na=5000.01), 0, NOW) == "max_notional_leg"
     assert r.check_entry(0, legs(nb=-5000.01), 0, NOW) == "max_notional_leg"
@@ -50,10 +54,30 @@ def test_entry_allowed_and_each_limit():
     # open positions
     assert r.check_entry(0, legs(), 3, NOW) is None
     assert r.check_entry(0, legs(), 4, NOW) == "max_open_positions"
-    assert r.blocked == {"halted": 0, "killed": 0, "stale_data": 2, "max_notional_leg": 3, "max_notional_pair": 0,
-                         "max_open_positions": 1, "max_orders_per_s": 0}
+    assert r.blocked == {"halted": 0, "killed": 0, "stale_data": 2, "late_data": 1, "max_notional_leg": 3,
+                         "max_notional_pair": 0, "max_open_positions": 1, "max_orders_per_s": 0}
     assert r2.blocked["max_notional_pair"] == 1
     assert set(r.blocked) == set(REASONS)
+
+
+def test_lateness_against_the_venues_usual_delay():
+    lt = Lateness(["kucoin", "kucoin", "binance"])
+    wall = 1_700_000_000_000
+    for k in range(100):  # 50-90 ms transport, venue clock 300 ms behind ours
+        assert lt.on_book(k % 2, wall + k * 100, wall + k * 100 - 350 - k % 5 * 10) <= 40
+    wall += 10_000
+    # frames held back 5 s and sent in a burst: late by the hold
+    assert lt.on_book(0, wall, wall - 5_350) == 5_000
+    assert lt.on_book(1, wall + 1, wall + 1 - 350) == 0 and lt.late_ms[:2] == [5_000, 0]
+    # another venue has its own usual
+    assert lt.on_book(2, wall, wall - 9_000) == 0
+    # the venue's clock jumps back 7 s: every update is late until the window has passed, then usual again
+    lates = [lt.on_book(0, wall + k * 1000, wall + k * 1000 - 7_350) for k in range(1, 40)]
+    assert all(x == 7_000 for x in lates[: Lateness.WINDOW_MS // 1000 - Lateness.BUCKET_MS // 1000]), lates
+    assert lates[-1] == 0, lates
+    # ... and jumps ahead 10 s: the minimum follows at once
+    wall += 40_000
+    assert lt.on_book(1, wall, wall + 2_650) == 0 and lt.late_ms == [0, 0, 0]
 
 
 def test_order_rate_sliding_window():
