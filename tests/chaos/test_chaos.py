@@ -25,6 +25,11 @@ SEED = 6
 @pytest.mark.timeout(1200)
 def test_50_sigkills_of_stages_and_supervisor_change_nothing(tmp_path: Path) -> None:
     raw = sim_toml()
+    # a second pair (the legs the other way round) with thresholds low enough that the pairs signal itself enters
+    # in a run of minutes: events.jsonl and real positions are compared too, while the first pair's measurement
+    # orders keep going
+    pairs = raw["stages"]["stats"]["params"]["pairs"]
+    pairs.append({**pairs[0], "a": pairs[0]["b"], "b": pairs[0]["a"], "entry_z": 0.5, "exit_z": 0.1})
     cfg = tmp_path / "sim.toml"
     cfg.write_text(to_toml(raw))
     out, run = tmp_path / "chaos.json", tmp_path / "run"
@@ -47,6 +52,6 @@ def test_50_sigkills_of_stages_and_supervisor_change_nothing(tmp_path: Path) -> 
         assert {t.split(" (")[0] for t in took} >= {f"stage {s}" for s in stages} | {"service exchange"}, took
     # the comparison covered real trading, not an idle pipeline
     c = doc["compared"]
-    assert c["bars"] - c["warmup_bars"] > 100 and c["signals"] >= 10, c
+    assert c["bars"] - c["warmup_bars"] > 100 and c["signals"] >= 10 and c["event_lines"] >= 1, c
     assert doc["orders"]["orders"] >= 10 and doc["orders"]["unknown_placements"] == 0
     assert all(v["equal"] for v in doc["orders"]["positions"].values()), doc["orders"]["positions"]
