@@ -17,7 +17,8 @@ import pytest
 from conftest import BASE_CONFIG, ENV, cli
 
 from pipeline.control import request
-from pipeline.records import COUNT
+from pipeline.records import BBO, COUNT
+from pipeline.ring import Ring
 
 RUNNING = BASE_CONFIG.format(name="{name}", speed=1, count=0, max_restarts=10)
 
@@ -118,6 +119,38 @@ def test_crash_loop_is_capped_and_status_says_why(make_pipeline) -> None:
     assert "failed" in cli("status", "--run-dir", str(p.run_dir)).stdout
     assert _stage(s, "counter")["state"] == "running", "the other stages keep running"
     assert all(x["standby_pid"] is None for x in s["stages"])
+
+
+@pytest.mark.parametrize("damage, error", [("garbage", "bad magic"), ("truncated", "shorter than a ring header"),
+                                           ("other_type", "record type mismatch")])
+def test_a_damaged_ring_fails_only_the_stage_that_attaches_it(make_pipeline, damage: str, error: str) -> None:
+    """The ``counts`` segment is replaced under the running pipeline (random bytes, a file shorter than a header, a
+    ring of another record type): the sink, restarted, cannot attach it and fails with one clear line in status;
+    its neighbours never notice (same pids, records flowing), and ``down`` leaves nothing."""
+    p = make_pipeline(RUNNING.replace("max_restarts = 10", "max_restarts = 2\nstandby = false"))
+    p.up()
+    s = p.wait_for(lambda s: _stage(s, "sink")["records_in"] > 100, what="records flowing")
+    pids = {x["name"]: x["pid"] for x in s["stages"]}
+    seg = Path("/dev/shm") / f"{p.name}.counts"
+    size = seg.stat().st_size
+    seg.unlink()  # the counter and the sink keep their mappings of the old segment
+    if damage == "other_type":
+        Ring.create(f"{p.name}.counts", BBO, 1024).close()
+    else:
+        fd = os.open(seg, os.O_CREAT | os.O_WRONLY | os.O_EXCL, 0o600)
+        os.write(fd, os.urandom(size if damage == "garbage" else 100))
+        os.close(fd)
+    cli("restart", "sink", "--run-dir", str(p.run_dir), check=False)
+    s = p.wait_for(lambda s: _stage(s, "sink")["state"] == "failed", 60, "the sink failed for good")
+    sink = _stage(s, "sink")
+    assert error in sink["last_error"] and f"{p.name}.counts" in sink["last_error"], sink
+    assert "\n" not in sink["last_error"] and "max_restarts" in sink["reason"], sink
+    out = _stage(s, "counter")["records_out"]
+    s = p.wait_for(lambda s: _stage(s, "counter")["records_out"] > out + 500, what="the counter still publishing")
+    for name in ("source", "counter"):
+        assert _stage(s, name)["pid"] == pids[name] and _stage(s, name)["restarts"] == 0, _stage(s, name)
+    p.down()
+    assert p.segments() == []
 
 
 def test_next_up_takes_over_from_a_killed_supervisor(make_pipeline) -> None:
