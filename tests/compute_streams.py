@@ -22,13 +22,13 @@ import math
 import random
 from dataclasses import replace
 from pathlib import Path
-from types import SimpleNamespace
+from types import MethodType, SimpleNamespace
 
 from feeds.emit import ListEmitter
 from feeds.recording import Recorder, read_frames
 from feeds.replay import Replayer, key
 from feeds.simulator.clock import Timers
-from feeds.simulator.engine import Options
+from feeds.simulator.engine import Engine, Options
 from feeds.simulator.faults import Faults
 from feeds.simulator.kucoin import KucoinVenue
 from feeds.simulator.market import Generator, Market, ModelParams, instrument_for
@@ -72,6 +72,7 @@ def sim_frames(seed: int, hours: float, start_ms: int = SIM_START_MS,
     reg = _CaptureRegistry()
     engine = SimpleNamespace(market=market, registry=reg, faults=Faults(reg, market.find), timers=Timers(),
                              opts=Options(seed=seed, start_ms=start_ms, rate_hz=params.rate_hz))
+    engine.venue_ms = MethodType(Engine.venue_ms, engine)  # event times as the venue stamps them (no clock_skew)
     venue = KucoinVenue(engine)  # type: ignore[arg-type]
     # only tickers: level2 and match frames are not needed (KucoinVenue publishes what has subscribers)
     reg.subscribers = lambda key: reg._one if key[1].startswith("/market/ticker:") else set()  # type: ignore
