@@ -171,6 +171,8 @@ class PairState:
     t_decision_ns: int = 0
     mids: list[float] = field(default_factory=lambda: [0.0, 0.0])
     attempts: int = 0
+    flattened: bool = False
+    """A flatten was sent for the current signal: if the legs are still off after it and its repairs, halt."""
     live: set[str] = field(default_factory=set)
     """Client ids of its orders not yet terminal."""
     legs_sent: list[int] = field(default_factory=lambda: [0, 0])
@@ -607,7 +609,7 @@ class Executor(Stage):
             self.ctx.error("blocked", f"signal {seq} ({'entry' if entry else 'exit'} pair {pair}) not traded: "
                            f"{reason}")
             return
-        ps.target, ps.signal_seq, ps.attempts, ps.legs_sent = targets, seq, 0, [0, 0]
+        ps.target, ps.signal_seq, ps.attempts, ps.legs_sent, ps.flattened = targets, seq, 0, [0, 0], False
         ps.t_origin_ns, ps.t_decision_ns, ps.mids = int(rec["t_origin_ns"]), int(rec["t_pub_ns"]), mids
         measure = bool(int(rec["flags"]) & SIG_FLAG_MEASURE)
         intent = {"t": "intent", "sig": seq, "pair": pair, "ins": [ia, ib], "action": action,
@@ -630,6 +632,8 @@ class Executor(Stage):
         if not self.papers and (self.p.order_type == "post_only" or purpose in (PURPOSE_REPAIR, PURPOSE_FLATTEN)):
             self._drain_books()  # these price off the live book, read lazily (see waking_inputs)
         ps = self.pairs[pair]
+        # a flatten must get out: a maker order that may never fill is no way to close risk
+        kind = "ioc" if purpose == PURPOSE_FLATTEN and self.p.order_type == "post_only" else self.p.order_type
         orders: list[tuple[Order, v.OrderRequest]] = []
         lines = [intent] if intent is not None else []
         for leg, i in enumerate(ps.instruments):
@@ -639,7 +643,7 @@ class Executor(Stage):
             side = 1 if delta > 0 else -1
             mid = self._mid(i, ps.mids[leg], purpose)
             try:
-                qty, price = self._price(i, side, abs(delta), mid)
+                qty, price = self._price(i, side, abs(delta), mid, kind)
             except LocalReject as e:
                 self.journal.write_many(lines)  # the intent before what became of it
                 lines = []
@@ -652,10 +656,10 @@ class Executor(Stage):
             ps.legs_sent[leg] += 1
             cid = f"L{self.tag}-{ps.signal_seq}-{'ab'[leg]}{ps.legs_sent[leg]}"
             o = Order(self.next_no, cid, self.symbols[i], self.venue_of[i], i, side, Decimal(qty),
-                      None if price is None else Decimal(price), self.p.order_type, purpose, pair, leg,
+                      None if price is None else Decimal(price), kind, purpose, pair, leg,
                       ps.signal_seq, ps.t_origin_ns, ps.t_decision_ns, mid)
             self.next_no += 1
-            orders.append((o, v.OrderRequest(cid, o.symbol, side, qty, price, self.p.order_type)))
+            orders.append((o, v.OrderRequest(cid, o.symbol, side, qty, price, kind)))
         if not orders:
             self.journal.write_many(lines)
             return
@@ -685,9 +689,8 @@ class Executor(Stage):
             return decision_mid
         return float(self.bid[i] + self.ask[i]) / 2
 
-    def _price(self, i: int, side: int, qty: Decimal, mid: float) -> tuple[str, str | None]:
+    def _price(self, i: int, side: int, qty: Decimal, mid: float, kind: str) -> tuple[str, str | None]:
         r = self.rules[i]
-        kind = self.p.order_type
         if not (mid > 0 and math.isfinite(mid)):
             raise LocalReject("bad_price", f"{self.symbols[i]}: no valid mid ({mid})")
         if kind == "market":
@@ -850,7 +853,7 @@ class Executor(Stage):
         if ps.live or time.perf_counter_ns() < ps.hold_until_ns:
             return
         if self.risk.state == "killed" and any(x != 0 for x in ps.target):  # the kill switch: flatten
-            ps.target, ps.attempts = [ZERO, ZERO], 0
+            ps.target, ps.attempts, ps.flattened = [ZERO, ZERO], 0, True
             self._log({"t": "attempt", "pair": pair, "n": 0, "flatten": True})
             self._trade(pair, PURPOSE_FLATTEN)
             return
@@ -871,8 +874,8 @@ class Executor(Stage):
             ps.attempts += 1
             self._log({"t": "attempt", "pair": pair, "n": ps.attempts})
             self._trade(pair, PURPOSE_REPAIR)
-        elif any(x != 0 for x in ps.target):
-            ps.target, ps.attempts = [ZERO, ZERO], 0
+        elif any(x != 0 for x in ps.target) or not ps.flattened:  # (an exit's repairs failed: flatten too)
+            ps.target, ps.attempts, ps.flattened = [ZERO, ZERO], 0, True
             self._log({"t": "attempt", "pair": pair, "n": 0, "flatten": True})
             self.ctx.error("hedge", f"pair {pair}: legs still off target after {self.p.repair_attempts} repairs; "
                            "flattening")
